@@ -33,8 +33,34 @@ Tracepoints and the place in the loop that calls them:
     loop_iteration(poll_ns, nevents, ncallbacks)   the end of each _run_once
     executor_submit(future)            run_in_executor, before submitting
     executor_done(future)              the executor future's done callback
+    request_begin(id, name, parent)    runtime.requests.request, entering (not a loop call site)
+    request_end(id, duration_ns, failed, parent)   ... and leaving
+
+Turning it on: ``enable()`` (or ``COROSCOPE_TRACE=1`` and ``enable_from_env()``, which the
+bootstrap calls) creates the probe file (``runtime.probefile``, where the record layout and the
+meaning of every field is documented) and switches ``TRACE`` to ``_On``. ``disable()`` switches
+back and removes the file; so does normal exit. A forked child starts its own probe file.
+Optional environment: ``COROSCOPE_TRACE_SLOW_MS`` (slow-step threshold, default 100).
+
+Task ids are small integers, process-wide, never reused (the ``asyncio`` default name number is
+kept in the task create record). The thread slot holds the task a step runs and the request it
+runs for (``runtime.requests.REQUEST_ID`` in the handle's context) for exactly the duration of
+the step, so a syscall made inside the step is charged to that task and request.
 """
 from __future__ import annotations
+
+import asyncio
+import atexit
+import itertools
+import os
+import sys
+import threading
+import time
+
+from . import probefile as pf
+
+_monotonic_ns = time.monotonic_ns
+_get_ident = threading.get_ident
 
 
 class _Off:
@@ -56,6 +82,376 @@ class _Off:
     def loop_iteration(self, poll_ns, nevents, ncallbacks): pass
     def executor_submit(self, future): pass
     def executor_done(self, future): pass
+    def request_begin(self, request_id, name, parent): pass
+    def request_end(self, request_id, duration_ns, failed, parent): pass
 
 
 TRACE = _Off()
+
+# Frames from these directories are the machinery, not the place a user created a task or fd.
+_RUNTIME_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_ASYNCIO_DIR = os.path.dirname(asyncio.__file__) + os.sep
+_MACHINERY = (_RUNTIME_DIR, _ASYNCIO_DIR,
+              os.path.join(os.path.dirname(_RUNTIME_DIR.rstrip(os.sep)), "diag", "instrument.py"))
+_TASK_TYPES = (asyncio.Task,) + ((asyncio.tasks._PyTask,) if hasattr(asyncio.tasks, "_PyTask") else ())
+
+_C = pf.COUNTER_INDEX
+_TASKS_ALIVE, _TASKS_CREATED, _STEPS, _SLOW = (_C["tasks_alive"], _C["tasks_created"], _C["steps"],
+                                               _C["slow_steps"])
+_REQ_BEGUN, _REQ_DONE, _REQ_ACTIVE = _C["requests_begun"], _C["requests_done"], _C["requests_active"]
+_ITER, _IO_READY, _TIMERS_FIRED, _EXEC = (_C["loop_iterations"], _C["io_ready"], _C["timers_fired"],
+                                         _C["executor_pending"])
+_FDS_OPEN, _RECORDS = _C["fds_open_unknown"], _C["records_written"]
+
+
+def _user_location(depth: int = 2) -> str:
+    """file:line of the nearest caller outside the runtime and asyncio."""
+    f = sys._getframe(depth)
+    while f is not None and f.f_code.co_filename.startswith(_MACHINERY):
+        f = f.f_back
+    if f is None:
+        return ""
+    return f"{f.f_code.co_filename}:{f.f_lineno}"
+
+
+def short_stack(depth: int = 2, limit: int = 8) -> str:
+    """Up to ``limit`` frames, innermost first, "file:line in func" one per line: the frames of
+    the program (the runtime's, asyncio's and runpy's are left out, unless there are no others)."""
+    frame = sys._getframe(depth)
+    every, mine = [], []
+    while frame is not None and len(mine) < limit:
+        code = frame.f_code
+        line = f"{code.co_filename}:{frame.f_lineno} in {code.co_qualname}"
+        if len(every) < limit:
+            every.append(line)
+        if not code.co_filename.startswith(_MACHINERY + ("<frozen",)):
+            mine.append(line)
+        frame = frame.f_back
+    return "\n".join(mine or every)
+
+
+def coroutine_stack(task, limit: int = 8) -> str:
+    """Where a task's coroutine chain stands now (innermost last), one frame per line."""
+    lines = []
+    coro = task.get_coro() if hasattr(task, "get_coro") else None
+    coro = getattr(coro, "coroscope_wrapped", coro)
+    while coro is not None and len(lines) < limit:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is None:
+            break
+        lines.append(f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_qualname}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return "\n".join(lines)
+
+
+def _callable_name(cb) -> str:
+    return getattr(cb, "__qualname__", None) or type(cb).__qualname__
+
+
+# Record kinds as plain ints: an IntEnum member lookup costs more than the store it labels.
+(_TASK_CREATE, _STEP_BEGIN, _STEP_END, _TASK_DONE, _IO_REGISTER, _IO_UNREGISTER, _IO_READY_REC,
+ _TIMER_ADD, _TIMER_FIRE, _TIMER_CANCEL, _FD_OPEN, _FD_CLOSE, _REQUEST_BEGIN, _REQUEST_END,
+ _LOOP_ITERATION, _EXECUTOR_SUBMIT, _EXECUTOR_DONE, _SLOW_STEP, _TASK_NAME) = (int(k) for k in pf.Rec)
+assert _TASK_NAME == pf.Rec.TASK_NAME and _SLOW_STEP == pf.Rec.SLOW_STEP
+_NO_THREAD = pf.NO_THREAD
+_SLOT_WORDS = pf.SLOT_SIZE // 8          # slot i's fields are slot_words[i * _SLOT_WORDS + k]
+
+
+class _On(_Off):
+    """Tracing on: every tracepoint writes into the probe file (``self._w``)."""
+
+    on = True
+
+    # State set by enable(): _w (ProbeWriter), _emit (its emit), _words (its slot_words),
+    # _counters (its live counters), _ids {id(task): task id, negative until the first step},
+    # _cur [current task id per slot], _slow_ns, _next_task, _exec_t0 {id(future): submit ns},
+    # _request_var (runtime.requests.REQUEST_ID).
+
+    def _slot(self) -> int:
+        slot = self._w._slot_of_ident.get(_get_ident())
+        return self._w.thread_slot() if slot is None else slot
+
+    def _current_request(self) -> int:
+        return self._request_var.get()
+
+    def _task_id(self, task, slot: int) -> int:
+        """The id of ``task``, giving one (and a 'late' create record) to a task that was
+        created before tracing was on or without the task factory."""
+        tid = self._ids.get(id(task))
+        if tid is None:
+            tid = self._register(task, slot, late=1)
+        if tid < 0:
+            tid = self._first_step(task, -tid, slot)
+        return tid
+
+    def _first_step(self, task, tid: int, slot: int) -> int:
+        """asyncio.create_task(coro, name=...) names the task after the loop created it: a task
+        created with a default name is stored with a negative id until its first step, which
+        reports the name it has by then (TASK_NAME) if it changed."""
+        self._ids[id(task)] = tid
+        name = task.get_name()
+        if not (name.startswith("Task-") and name[5:].isdigit()):
+            self._emit(_TASK_NAME, slot, 0, tid, 0, _monotonic_ns(), 0, self._w.intern(name))
+        return tid
+
+    def _register(self, task, slot: int, late: int) -> int:
+        w = self._w
+        tid = self._next_task()
+        name = task.get_name()
+        default_no = 0
+        if name.startswith("Task-") and name[5:].isdigit():
+            default_no, name_sid = int(name[5:]), 0
+            self._ids[id(task)] = -tid            # look at the name again at the first step
+        else:
+            name_sid = w.intern(name)
+            self._ids[id(task)] = tid
+        coro = task.get_coro()
+        coro = getattr(coro, "coroscope_wrapped", coro)      # diag.instrument's step timer
+        qual = getattr(coro, "__qualname__", None) or type(coro).__qualname__
+        parent = self._cur[slot] if slot != _NO_THREAD else 0
+        where = "" if late else _user_location(3)
+        code = getattr(coro, "cr_code", None) or getattr(coro, "gi_code", None)
+        defined = f"{code.co_filename}:{code.co_firstlineno}" if code is not None else ""
+        self._emit(_TASK_CREATE, slot, late, tid, self._current_request() if not late else 0,
+                   _monotonic_ns(), parent, name_sid, w.intern(qual), w.intern(where), default_no,
+                   w.intern(defined))
+        c = self._counters
+        c[_TASKS_CREATED] += 1
+        c[_TASKS_ALIVE] += 1
+        task.add_done_callback(self.task_done)
+        return self._ids[id(task)]
+
+    # ------------------------------------------------------------------------------ tasks
+    def task_create(self, task):
+        if id(task) not in self._ids:
+            self._register(task, self._slot(), late=0)
+
+    def task_done(self, task):
+        tid = self._ids.pop(id(task), None)
+        if tid is None:
+            return
+        tid = abs(tid)
+        # _state/_exception, not cancelled()/exception(): those would mark the exception as
+        # retrieved and silence asyncio's "exception was never retrieved".
+        if task._state == "CANCELLED":
+            outcome, exc_sid = 2, 0
+        elif task._exception is not None:
+            outcome, exc_sid = 1, self._w.intern(type(task._exception).__qualname__)
+        else:
+            outcome, exc_sid = 0, 0
+        self._emit(_TASK_DONE, self._slot(), outcome, tid, 0, _monotonic_ns(), 0, exc_sid)
+        self._counters[_TASKS_ALIVE] -= 1
+        self._counters[_RECORDS] = self._w.records_written
+
+    def run_handle(self, handle):
+        slot = self._w._slot_of_ident.get(_get_ident())
+        if slot is None:
+            slot = self._w.thread_slot()
+            if slot == _NO_THREAD:
+                handle._run()
+                return
+        owner = getattr(handle._callback, "__self__", None)
+        task = self._task_id(owner, slot) if isinstance(owner, _TASK_TYPES) else 0
+        ctx = handle._context
+        req = ctx.get(self._request_var, 0) if ctx is not None else 0
+        # The loop-independent half (diag.instrument does the same around a coroutine send).
+        words, base = self._words, slot * _SLOT_WORDS
+        t0 = _monotonic_ns()
+        if task or req:
+            words[base + 1] = task
+            words[base + 2] = req
+            words[base + 3] = t0
+        if task:
+            self._cur[slot] = task
+            self._emit(_STEP_BEGIN, slot, 0, task, req, t0)
+        try:
+            handle._run()
+        finally:
+            t1 = _monotonic_ns()
+            if task or req:
+                words[base + 1] = 0
+                words[base + 2] = 0
+                words[base + 3] = 0
+            if task:
+                self._cur[slot] = 0
+                self._emit(_STEP_END, slot, 0, task, req, t1, t1 - t0)
+                self._counters[_STEPS] += 1
+            if t1 - t0 >= self._slow_ns:
+                self._slow_step(slot, task, req, t1 - t0, owner if task else handle._callback)
+
+    def _slow_step(self, slot, task, req, duration_ns, what) -> None:
+        if task:
+            where = coroutine_stack(what)
+            text = f"task {what.get_name()} ({task}) suspended at:\n{where}" if where else \
+                f"task {what.get_name()} ({task}) finished"
+        else:
+            text = f"callback {_callable_name(what)}"
+        self._emit(_SLOW_STEP, slot, 0, task, req, _monotonic_ns(), duration_ns, self._w.intern(text))
+        self._counters[_SLOW] += 1
+
+    # --------------------------------------------------------------------------------- io
+    def io_register(self, fd, events):
+        self._emit(_IO_REGISTER, _NO_THREAD, events, 0, 0, _monotonic_ns(), fd)
+
+    def io_unregister(self, fd, events):
+        self._emit(_IO_UNREGISTER, _NO_THREAD, events, 0, 0, _monotonic_ns(), fd)
+
+    def io_ready(self, fd, events):
+        self._emit(_IO_READY_REC, _NO_THREAD, events, 0, 0, _monotonic_ns(), fd)
+        self._counters[_IO_READY] += 1
+
+    # ----------------------------------------------------------------------------- timers
+    def timer_add(self, handle):
+        self._emit(_TIMER_ADD, _NO_THREAD, 0, 0, 0, _monotonic_ns(), id(handle),
+                   int(handle.when() * 1e9), self._w.intern(_callable_name(handle._callback)))
+
+    def timer_fire(self, handle):
+        self._emit(_TIMER_FIRE, _NO_THREAD, 0, 0, 0, _monotonic_ns(), id(handle))
+        self._counters[_TIMERS_FIRED] += 1
+
+    def timer_cancel(self, handle):
+        self._emit(_TIMER_CANCEL, _NO_THREAD, 0, 0, 0, _monotonic_ns(), id(handle))
+
+    # -------------------------------------------------------------------------------- fds
+    def fd_open(self, fd, kind):
+        w = self._w
+        code = pf.fd_kind_code(kind)
+        slot = self._slot()
+        task = self._cur[slot] if slot != _NO_THREAD else 0
+        req = self._current_request()
+        stack = w.intern(short_stack(2))
+        gen = w.fd_table_set(fd, code, True, task, req, stack)
+        self._emit(_FD_OPEN, slot, code, task, req, _monotonic_ns(), fd, stack, gen)
+        self._counters[_FDS_OPEN + code] += 1
+        self._counters[_RECORDS] = w.records_written
+
+    def fd_close(self, fd):
+        w = self._w
+        code = w.fd_kind_of(fd)
+        if code < 0:
+            code = pf.FdKind.UNKNOWN
+        else:
+            self._counters[_FDS_OPEN + code] -= 1
+        gen = w.fd_table_set(fd, code, False)
+        self._emit(_FD_CLOSE, _NO_THREAD, code, 0, 0, _monotonic_ns(), fd, 0, gen)
+        self._counters[_RECORDS] = w.records_written
+
+    # ------------------------------------------------------------------------------- loop
+    def loop_iteration(self, poll_ns, nevents, ncallbacks):
+        self._emit(_LOOP_ITERATION, _NO_THREAD, 0, 0, 0, _monotonic_ns(), poll_ns, nevents,
+                   ncallbacks)
+        c = self._counters
+        c[_ITER] += 1
+        c[_RECORDS] = self._w.records_written
+
+    def executor_submit(self, future):
+        now = _monotonic_ns()
+        self._exec_t0[id(future)] = now
+        self._emit(_EXECUTOR_SUBMIT, _NO_THREAD, 0, self._cur_task(), 0, now, id(future))
+        self._counters[_EXEC] += 1
+
+    def executor_done(self, future):
+        now = _monotonic_ns()
+        t0 = self._exec_t0.pop(id(future), None)
+        self._emit(_EXECUTOR_DONE, _NO_THREAD, 0, 0, 0, now, id(future), now - t0 if t0 else 0)
+        self._counters[_EXEC] -= 1
+
+    def _cur_task(self) -> int:
+        slot = self._slot()
+        return self._cur[slot] if slot != _NO_THREAD else 0
+
+    # --------------------------------------------------------------------------- requests
+    def request_begin(self, request_id, name, parent):
+        slot = self._slot()
+        task = self._cur[slot] if slot != _NO_THREAD else 0
+        if slot != _NO_THREAD:
+            self._words[slot * _SLOT_WORDS + 2] = request_id
+        self._emit(_REQUEST_BEGIN, slot, 0, task, request_id, _monotonic_ns(), parent,
+                   self._w.intern(name))
+        c = self._counters
+        c[_REQ_BEGUN] += 1
+        c[_REQ_ACTIVE] += 1
+
+    def request_end(self, request_id, duration_ns, failed, parent):
+        slot = self._slot()
+        task = self._cur[slot] if slot != _NO_THREAD else 0
+        if slot != _NO_THREAD:
+            self._words[slot * _SLOT_WORDS + 2] = parent
+        self._emit(_REQUEST_END, slot, int(bool(failed)), task, request_id, _monotonic_ns(),
+                   duration_ns)
+        c = self._counters
+        c[_REQ_DONE] += 1
+        c[_REQ_ACTIVE] -= 1
+
+
+# ------------------------------------------------------------------------------ switching on/off
+_enable_lock = threading.Lock()
+_atexit_registered = False
+
+
+def enabled() -> bool:
+    return TRACE.on
+
+
+def writer() -> "pf.ProbeWriter | None":
+    """The probe writer while tracing is on (for colleagues writing fd origins etc.)."""
+    return TRACE.__dict__.get("_w") if TRACE.on else None
+
+
+def enable(*, slow_step_ms: float | None = None, loop_kind: str = "runtime",
+           layout: "pf.Layout | None" = None) -> str:
+    """Turn tracing on for this process: create the probe file, switch TRACE. Returns the path.
+    Idempotent: a second call returns the existing path."""
+    global _atexit_registered
+    with _enable_lock:
+        if TRACE.on:
+            return TRACE._w.path
+        if slow_step_ms is None:
+            slow_step_ms = float(os.environ.get("COROSCOPE_TRACE_SLOW_MS", "100"))
+        slow_ns = int(slow_step_ms * 1e6)
+        w = pf.ProbeWriter.create(loop_kind=loop_kind, slow_step_ns=slow_ns, layout=layout)
+        from .requests import REQUEST_ID
+        d = TRACE.__dict__
+        d.update(
+            _w=w, _emit=w.emit, _words=w.slot_words, _counters=w.counters, _ids={},
+            _cur=[0] * (pf.NSLOTS + 1), _slow_ns=slow_ns, _next_task=itertools.count(1).__next__, _exec_t0={},
+            _request_var=REQUEST_ID,
+        )
+        TRACE.__class__ = _On
+        if not _atexit_registered:
+            atexit.register(disable)
+            os.register_at_fork(after_in_child=_after_fork_in_child)
+            _atexit_registered = True
+        return w.path
+
+
+def disable() -> None:
+    """Turn tracing off; the probe file is marked closed and removed."""
+    with _enable_lock:
+        if not TRACE.on:
+            return
+        TRACE.__class__ = _Off
+        w = TRACE.__dict__.pop("_w")
+        for key in list(TRACE.__dict__):
+            del TRACE.__dict__[key]
+        w.close()
+
+
+def _after_fork_in_child() -> None:
+    # The child must not write into its parent's file: it gets its own.
+    if not TRACE.on:
+        return
+    w = TRACE._w
+    loop_kind = pf.parse_header(w.mm).loop_kind
+    slow_ms = TRACE._slow_ns / 1e6
+    TRACE.__class__ = _Off
+    TRACE.__dict__.clear()
+    w.detach()
+    enable(slow_step_ms=slow_ms, loop_kind=loop_kind)
+
+
+def enable_from_env() -> str | None:
+    """The bootstrap hook: tracing on when COROSCOPE_TRACE is 1/true/yes/on."""
+    if os.environ.get("COROSCOPE_TRACE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return enable(loop_kind=os.environ.get("COROSCOPE_LOOP", "runtime") or "runtime")
+    return None

@@ -1,0 +1,1 @@
+"""``coroscope bt``: coroutine backtraces of a live process or a core file, through gdb."""

@@ -1,0 +1,41 @@
+"""``coroscope bt PID | --core CORE --exe PYTHON [--json]``: every asyncio task and what it awaits."""
+from __future__ import annotations
+
+import json
+import sys
+
+from diag.errors import CoroscopeError
+from diag.model.base import to_jsonable
+
+from .gdbrun import collect
+from .view import render
+
+
+def configure(parser) -> None:
+    parser.add_argument("pid", nargs="?", type=int, help="process to attach to (read only)")
+    parser.add_argument("--core", help="a core file (from gcore or a crash)")
+    parser.add_argument("--exe", help="the Python executable that wrote the core file")
+    view = parser.add_mutually_exclusive_group()
+    view.add_argument("--json", action="store_true", help="print the tasks as a JSON list")
+    view.add_argument("--list", action="store_true", help="one line per task")
+    view.add_argument("--group", action="store_true", help="tasks with identical stacks merged")
+    view.add_argument("--tree", action="store_true", help="who awaits whom, with cycles")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds gdb may take")
+
+
+def main(args) -> int:
+    if (args.pid is None) == (args.core is None):
+        raise CoroscopeError("give either a PID or --core CORE --exe PYTHON")
+    if args.core is not None and not args.exe:
+        raise CoroscopeError("--core needs --exe PYTHON (the interpreter that wrote the core)")
+    report = collect(pid=args.pid, core=args.core, exe=args.exe, timeout=args.timeout)
+    if args.json:
+        text = json.dumps(to_jsonable(report.tasks), indent=1)
+    else:
+        view = "list" if args.list else "group" if args.group else "tree" if args.tree else "bt"
+        text = render(report, view)
+    try:
+        print(text)
+    except BrokenPipeError:  # `coroscope bt PID | head`: the reader had enough
+        sys.stdout = None
+    return 0

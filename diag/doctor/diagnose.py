@@ -1,0 +1,311 @@
+"""One diagnosis of one service on one loop: two short lives of the service, everything measured.
+
+Why two lives and not one: the exact numbers (syscalls per request, fds per cycle) must come
+from a target nobody else runs code in, and the await flame graph needs the in-process sampler,
+a thread inside the target whose GIL hand-offs and sleeps are syscalls of their own. So:
+
+  life A (exact): tracepoints on (they write shared memory only: no syscalls), nothing else
+      inside. In order: the syscall window and the leak cycles (diag.check.runner's method),
+      a timed phase on the built-in client for latency over time, then the load phase proper
+      (wrk when installed, else the built-in client) with py-spy sampling on-CPU stacks from
+      outside. /proc is sampled for fds and threads all along, and the probe file is read
+      every 200 ms for slow steps and scheduling lag (the ring buffer would wrap otherwise).
+  life B (await): the in-process sampler in await mode, the built-in client for a short
+      phase; its file gives the await flame graph (and the on-CPU one when py-spy is missing).
+
+Anything that cannot be had (no bcc, no py-spy, no wrk, no probe file on a loop that does not
+publish one) becomes a note "not available: why" in the run, and the rest goes on.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+
+from diag.errors import CoroscopeError
+from diag.model.doctor import FlameGraph, LatencyStats, Run, TimePoint
+
+from .load import LoadError, LoadProcess, have_wrk, run_wrk
+from .measure import (ProcSampler, SyscallCounter, count_fds, settled_count,
+                      syscall_counting_unavailable)
+from .target import Target
+
+CYCLES = 4
+WINDOW_REQUESTS = 200
+
+
+def _flame_from_profile(profile, backend: str) -> FlameGraph:
+    from diag.flame.formats import render_svg
+    total = profile.total()
+    _incl, self_w = profile.function_totals()
+    top = sorted(self_w.items(), key=lambda kv: -kv[1])[:8]
+    return FlameGraph(mode=profile.mode, backend=backend,
+                      svg=render_svg(profile) if profile.stacks else None,
+                      samples=total, top=[(f, w / total) for f, w in top] if total else [],
+                      note="" if profile.stacks else "no samples")
+
+
+class _ProbeWatcher:
+    """Reads the target's probe file every ``interval`` so no slow step is lost to a wrap."""
+
+    def __init__(self, pid: int, notes: list[str], interval: float = 0.2):
+        self.source = None
+        self.snapshot = None
+        self.interval = interval
+        try:
+            from diag.live.probe_adapter import open_reader
+            from diag.live.source import LiveSource
+        except ImportError as exc:
+            notes.append(f"loop warnings from the probe: not available: {exc}")
+            return
+        deadline = time.monotonic() + 5
+        while self.source is None:
+            try:
+                self.source = LiveSource(pid, open_reader(pid), samplers=[])
+            except Exception as exc:  # noqa: BLE001 - not there yet, or this loop has none
+                if time.monotonic() > deadline:
+                    notes.append(f"loop warnings from the probe: not available: {exc}")
+                    return
+                time.sleep(0.05)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="coroscope-probe")
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.wait(self.interval):
+            self.snapshot = self.source.poll()
+
+    def finish(self):
+        if self.source is None:
+            return None
+        self._stop.set()
+        self._thread.join()
+        self.snapshot = self.source.poll()
+        self.source.close()
+        return self.snapshot
+
+
+def _latency_from_client(answer: dict, connections: int, duration: float) -> LatencyStats:
+    return LatencyStats("built-in client", connections, duration, answer["count"],
+                        answer["requests_per_s"], answer["errors"], answer["p50_ms"],
+                        answer["p90_ms"], answer["p99_ms"], answer["max_ms"])
+
+
+def diagnose(label: str, command: list[str], loop: str | None, duration: float,
+             load: str = "http", connections: int = 50, progress=lambda line: None) -> Run:
+    """Run ``command`` twice (see the module docstring) under load; return what was measured."""
+    notes: list[str] = []
+    flames: list[FlameGraph] = []
+    run = Run(label=label, command=command, loop=loop, pid=0, latency=None, latency_p50_ms=[],
+              latency_p99_ms=[], fds=[], threads=[], syscalls_backend=None,
+              syscalls_per_request=None, fds_after_cycle=[], leaked_fds_per_cycle=None,
+              warnings=[], slow_steps=0, scheduling_lag_ms=None, flames=flames, notes=notes)
+    mode = "echo" if load == "echo" else "http"
+    _life_a(run, load, mode, duration, connections, progress)
+    _life_b(run, mode, min(duration, 2.0), connections, progress)
+    return run
+
+
+def _life_a(run: Run, load: str, mode: str, duration: float, connections: int, progress) -> None:
+    notes = run.notes
+    with Target(run.command, loop=run.loop, trace=True) as target:
+        run.pid = target.pid
+        progress(f"{run.label}: pid {target.pid} listening on {target.host}:{target.port}")
+        why_not = syscall_counting_unavailable()
+        counter = None if why_not else SyscallCounter(target.pid)
+        if why_not:
+            notes.append(f"syscalls per request: not available: {why_not}")
+        probe = _ProbeWatcher(target.pid, notes)
+        latencies = []
+        try:
+            with ProcSampler(target.pid) as sampler, LoadProcess(target.host, target.port,
+                                                                  mode=mode) as client:
+                # exact syscalls: warm, a closed connection first (see diag.check.runner)
+                client.connect(1)
+                latencies.append(client.requests(10)["max_ms"])
+                client.close_connections()
+                client.connect(1)
+                latencies.append(client.requests(50)["max_ms"])
+                if counter is not None:
+                    counter.reset()
+                    answer = client.requests(WINDOW_REQUESTS)
+                    counts = counter.read()
+                    latencies.append(answer["max_ms"])
+                    if answer["count"]:
+                        run.syscalls_per_request = {
+                            name: round(n / answer["count"], 3) for name, n in
+                            sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))}
+                        run.syscalls_backend = counter.backend
+                client.close_connections()
+                progress(f"{run.label}: syscalls counted; leak cycles")
+                for _ in range(CYCLES):
+                    client.connect(1)
+                    latencies.append(client.requests(10)["max_ms"])
+                    client.close_connections()
+                    run.fds_after_cycle.append(settled_count(lambda: count_fds(target.pid)))
+                fa = run.fds_after_cycle
+                run.leaked_fds_per_cycle = (fa[-1] - fa[0]) / (len(fa) - 1)
+                # latency over time, on the built-in client
+                timed = max(1.0, duration / 2)
+                client.connect(connections)
+                answer = client.run(timed)
+                client.close_connections()
+                latencies.append(answer["max_ms"])
+                t0 = answer["timeline"][0]["t"] if answer["timeline"] else 0.0
+                run.latency_p50_ms = [TimePoint(round(b["t"] - t0, 3), b["p50_ms"]) for b in answer["timeline"]]
+                run.latency_p99_ms = [TimePoint(round(b["t"] - t0, 3), b["p99_ms"]) for b in answer["timeline"]]
+                run.latency = _latency_from_client(answer, connections, timed)
+                # the load phase proper, with the on-CPU profile taken from outside
+                progress(f"{run.label}: {duration:g} s of load")
+                flame_thread = _PySpyThread(target.pid, duration, notes)
+                custom = load not in ("http", "echo") and not load.startswith(("http://", "https://"))
+                if custom:
+                    _run_load_command(load, target, duration, notes)
+                elif mode == "http" and have_wrk():
+                    url = load if load != "http" else f"http://{target.host}:{target.port}/"
+                    try:
+                        wrk = run_wrk(url, connections, duration)
+                        run.latency = LatencyStats(
+                            "wrk", connections, duration, wrk.requests, wrk.requests_per_s,
+                            wrk.errors, wrk.percentiles_ms.get("50"), wrk.percentiles_ms.get("90"),
+                            wrk.percentiles_ms.get("99"), None)
+                    except LoadError as exc:
+                        notes.append(f"wrk: not available: {exc}")
+                else:
+                    if mode == "http":
+                        notes.append("wrk: not available: not installed; the built-in client drove the load")
+                    client.connect(connections)
+                    answer = client.run(duration)
+                    client.close_connections()
+                    run.latency = _latency_from_client(answer, connections, duration)
+                flame = flame_thread.join()
+                if flame is not None:
+                    run.flames.append(flame)
+            run.fds = [TimePoint(s.t, s.fds) for s in sampler.samples]
+            run.threads = [TimePoint(s.t, s.threads) for s in sampler.samples]
+        except (LoadError, FileNotFoundError, ProcessLookupError) as exc:
+            run.complete = False
+            notes.append(f"the run stopped early: {exc}")
+        finally:
+            if counter is not None:
+                counter.close()
+            snapshot = probe.finish()
+        worst = max((l for l in latencies if l is not None), default=None)
+        if worst is not None and worst >= 150:
+            run.warnings.append(("blocked-loop", f"a request waited {worst:.0f} ms: the event loop "
+                                                 f"was blocked", "client-latency"))
+        if snapshot is not None:
+            _from_snapshot(run, snapshot)
+        if not target.alive():
+            run.complete = False
+            notes.append(f"the service exited with status {target.proc.returncode} during the run")
+        target.stop()
+        noise = [l.strip() for l in target.output if "Traceback" in l or "Error" in l]
+        if noise:
+            notes.append("the service printed: " + " | ".join(noise[:3]))
+
+
+def _run_load_command(load: str, target, duration: float, notes: list[str]) -> None:
+    """A load command of the user's: {host} {port} {url} filled in, stopped after the duration."""
+    import shlex
+    import subprocess
+    url = f"http://{target.host}:{target.port}/"
+    try:
+        cmd = [part.format(host=target.host, port=target.port, url=url) for part in shlex.split(load)]
+    except (KeyError, ValueError) as exc:
+        raise CoroscopeError(f"bad --load command {load!r}: {exc}") from None
+    try:
+        subprocess.run(cmd, timeout=duration, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        pass  # the load command ran for the whole duration: what we wanted
+    except OSError as exc:
+        raise CoroscopeError(f"cannot run the load command {cmd[0]}: {exc.strerror}") from None
+    notes.append("latency: from the built-in client's timed phase (the load command reports none)")
+
+
+def _from_snapshot(run: Run, snapshot) -> None:
+    from diag.warnings import check
+    run.slow_steps = len(snapshot.slow_steps)
+    for f in check(snapshot, only=["blocked-loop", "never-yielded", "self-wakes", "never-awaited"]):
+        evidence = f" | {f.evidence[0]}" if f.evidence else ""
+        run.warnings.append((f.lint, f"{f.subject}: {f.message}{evidence}", "probe"))
+    lag = [v for v in snapshot.loop.sched_lag_p99_ms.values if v]
+    if lag:
+        ordered = sorted(lag)
+        run.scheduling_lag_ms = {"p99_median_s": ordered[len(ordered) // 2], "p99_worst_s": ordered[-1]}
+    for missing in snapshot.missing:
+        if missing.startswith(("slow callbacks", "scheduling lag")):
+            run.notes.append(f"probe: {missing}")
+
+
+class _PySpyThread:
+    """py-spy record on the target for ``duration`` seconds, beside the load."""
+
+    def __init__(self, pid: int, duration: float, notes: list[str]):
+        self.result = None
+        self.pid = pid
+        self.notes = notes
+        self.error = None
+        try:
+            from diag.flame import pyspy
+            pyspy.pyspy_executable()
+        except Exception as exc:  # noqa: BLE001 - not installed, or the flame module is missing
+            notes.append(f"on-CPU flame graph (py-spy): not available: {exc}")
+            self.thread = None
+            return
+
+        def work():
+            try:
+                self.result = pyspy.record(pid, duration, rate=200)
+            except Exception as exc:  # noqa: BLE001 - reported as a note
+                self.error = exc
+
+        self.thread = threading.Thread(target=work, daemon=True, name="coroscope-pyspy")
+        self.thread.start()
+
+    def join(self) -> FlameGraph | None:
+        if self.thread is None:
+            return None
+        self.thread.join()
+        if self.error is not None or self.result is None:
+            self.notes.append(f"on-CPU flame graph (py-spy): not available: {self.error}")
+            return None
+        from diag.flame.fold import profile_from_collapsed
+        profile = profile_from_collapsed(self.result.stacks, "cpu", "py-spy", rate_hz=200,
+                                         duration_s=round(self.result.elapsed, 3),
+                                         target=f"pid {self.pid}")
+        return _flame_from_profile(profile, "py-spy")
+
+
+def _life_b(run: Run, mode: str, duration: float, connections: int, progress) -> None:
+    """The await flame graph: the in-process sampler in await mode, under a short load."""
+    try:
+        from diag.flame.fold import profile_from_sampler
+        from diag.flame.sampler import read_sampler_file, sampler_path
+    except ImportError as exc:
+        run.notes.append(f"await flame graph: not available: {exc}")
+        return
+    progress(f"{run.label}: await profile")
+    with tempfile.TemporaryDirectory(prefix="coroscope-doctor-") as tmp:
+        template = os.path.join(tmp, "sampler-{pid}.txt")
+        env = {"COROSCOPE_SAMPLER": template, "COROSCOPE_SAMPLER_MODE": "await",
+               "COROSCOPE_SAMPLER_RATE": "100"}
+        try:
+            with Target(run.command, loop=run.loop, env_extra=env) as target:
+                with LoadProcess(target.host, target.port, mode=mode) as client:
+                    client.connect(connections)
+                    client.run(duration)
+                    client.close_connections()
+                target.stop()
+                path = sampler_path(template, target.pid)
+                data = read_sampler_file(path)
+        except (CoroscopeError, LoadError, OSError, ValueError) as exc:
+            run.notes.append(f"await flame graph: not available: {exc}")
+            return
+        profile = profile_from_sampler(data, "await", target=f"{run.label}, pid {target.pid}")
+        run.flames.append(_flame_from_profile(profile, "sampler"))
+        if not any(f.mode == "cpu" and f.svg for f in run.flames):
+            run.flames[:] = [f for f in run.flames if f.mode != "cpu"]
+            cpu = profile_from_sampler(data, "cpu", target=f"{run.label}, pid {target.pid}")
+            run.flames.insert(0, _flame_from_profile(cpu, "sampler"))

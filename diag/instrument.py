@@ -1,0 +1,287 @@
+"""Task tracepoints on a stock asyncio or uvloop loop, for programs that keep their loop.
+
+The runtime's own loop calls ``TRACE`` at every place something happens. A stock loop has no
+such calls, so we get what can be had from outside the loop's hot path:
+
+- a task factory (``loop.set_task_factory``) creates each task around a thin coroutine wrapper
+  whose ``send``/``throw`` is one step: task create, step begin/end, slow step and done records
+  and the thread slot (current task and request) are written exactly as the runtime does;
+- on asyncio's pure-Python loop, instance-attribute hooks on the loop and its selector add
+  io register/unregister, io ready, timer add and cancel, loop iteration, executor submit/done;
+- uvloop's loop is compiled (no instance attributes), so there only the task factory works.
+
+What is lost, compared with the runtime (the README says the same):
+- plain callbacks (protocol ``data_received``, ``call_soon`` callbacks) are not steps here: the
+  thread slot holds no task or request while they run, so syscalls they make are charged to the
+  loop, and a slow callback is not reported (a slow task step is);
+- fd open/close records and the fd-origin table (use ``COROSCOPE_FDTRACK``), timer fire;
+- on uvloop additionally: io, timers, loop iterations, executor records;
+- ``loop_iteration.ncallbacks`` counts task steps only, and poll time is the selector call;
+- tasks created before ``instrument(loop)`` are not seen until they step (then "late");
+- ``task.get_coro()`` returns the wrapper (it forwards ``cr_frame``, ``cr_await``, ``cr_code``
+  so tracebacks, ``Task.get_stack`` and gdb see through it).
+"""
+from __future__ import annotations
+
+import asyncio
+import collections.abc
+import os
+import threading
+
+from runtime import probefile as pf
+from runtime import tracing
+from runtime.requests import REQUEST_ID
+from runtime.tracing import TRACE
+
+_get_ident = threading.get_ident
+_monotonic_ns = tracing._monotonic_ns
+
+
+class _StepTimedCoroutine(collections.abc.Coroutine):
+    """Wraps a task's coroutine; each send/throw is one traced step of ``task_id``."""
+
+    __slots__ = ("_coro", "task_id", "_task")
+
+    def __init__(self, coro):
+        self._coro = coro
+        self.task_id = 0
+        self._task = None
+
+    def _step(self, method, arg):
+        if not TRACE.on or not self.task_id:
+            return method(arg)
+        w = TRACE._w
+        if self.task_id < 0:
+            self.task_id = TRACE._first_step(self._task, -self.task_id, w.thread_slot())
+        slot = w._slot_of_ident.get(_get_ident())
+        if slot is None:
+            slot = w.thread_slot()
+            if slot == pf.NO_THREAD:
+                return method(arg)
+        task, req = self.task_id, REQUEST_ID.get()
+        words, base = TRACE._words, slot * tracing._SLOT_WORDS
+        t0 = _monotonic_ns()
+        words[base + 1] = task
+        words[base + 2] = req
+        words[base + 3] = t0
+        TRACE._cur[slot] = task
+        TRACE._emit(tracing._STEP_BEGIN, slot, 0, task, req, t0)
+        try:
+            return method(arg)
+        finally:
+            t1 = _monotonic_ns()
+            words[base + 1] = 0
+            words[base + 2] = 0
+            words[base + 3] = 0
+            TRACE._cur[slot] = 0
+            TRACE._emit(tracing._STEP_END, slot, 0, task, req, t1, t1 - t0)
+            TRACE._counters[tracing._STEPS] += 1
+            if t1 - t0 >= TRACE._slow_ns and self._task is not None:
+                TRACE._slow_step(slot, task, req, t1 - t0, self._task)
+
+    def send(self, value):
+        return self._step(self._coro.send, value)
+
+    def throw(self, typ, val=None, tb=None):
+        if val is None and tb is None:
+            return self._step(self._coro.throw, typ)
+        return self._step(lambda _: self._coro.throw(typ, val, tb), None)
+
+    def close(self):
+        return self._coro.close()
+
+    def __await__(self):
+        return self
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return self.send(None)
+
+    # What asyncio's repr, Task.get_stack and debuggers look at: the wrapped coroutine's.
+    @property
+    def cr_frame(self):
+        return getattr(self._coro, "cr_frame", None)
+
+    @property
+    def cr_await(self):
+        return getattr(self._coro, "cr_await", None)
+
+    @property
+    def cr_code(self):
+        return getattr(self._coro, "cr_code", None)
+
+    @property
+    def cr_running(self):
+        return getattr(self._coro, "cr_running", False)
+
+    @property
+    def coroscope_wrapped(self):
+        """The task's own coroutine (runtime.tracing names tasks by it)."""
+        return self._coro
+
+    def __getattr__(self, name):           # __qualname__, __name__, cr_suspended, ...
+        return getattr(self._coro, name)
+
+    def __repr__(self):
+        return repr(self._coro)
+
+
+def _task_factory(previous):
+    def factory(loop, coro, **kwargs):
+        wrapped = _StepTimedCoroutine(coro)
+        if previous is not None:
+            task = previous(loop, wrapped, **kwargs)
+        else:
+            task = asyncio.Task(wrapped, loop=loop, **kwargs)
+        if TRACE.on:
+            TRACE.task_create(task)
+            wrapped.task_id = TRACE._ids.get(id(task), 0)
+            wrapped._task = task
+        return task
+    factory.coroscope = True
+    return factory
+
+
+def _is_runtime_loop(loop) -> bool:
+    try:
+        from runtime.loop import Loop
+    except Exception:
+        return False
+    return isinstance(loop, Loop)
+
+
+def instrument(loop) -> bool:
+    """Add task tracepoints (and, on asyncio's loop, io/timer/iteration hooks) to ``loop``.
+    Tracing must be on (``runtime.tracing.enable``). False if there was nothing to do (the
+    runtime's own loop, or already instrumented)."""
+    if _is_runtime_loop(loop):
+        return False
+    previous = loop.get_task_factory()
+    if getattr(previous, "coroscope", False):
+        return False
+    loop.set_task_factory(_task_factory(previous))
+    if isinstance(loop, asyncio.BaseEventLoop):
+        _hook_asyncio_loop(loop)
+    return True
+
+
+def _hook_asyncio_loop(loop) -> None:
+    """Instance-attribute hooks on asyncio's pure-Python loop (selector_events)."""
+    state = {"poll_ns": 0, "nevents": 0, "steps_before": 0}
+    selector = getattr(loop, "_selector", None)
+    if selector is not None:
+        select = selector.select
+
+        def timed_select(timeout=None):
+            t0 = _monotonic_ns()
+            events = select(timeout)
+            state["poll_ns"] = _monotonic_ns() - t0
+            state["nevents"] = len(events)
+            if TRACE.on:
+                for key, mask in events:
+                    TRACE.io_ready(key.fd, (1 if mask & 1 else 0) | (4 if mask & 2 else 0))
+            return events
+        selector.select = timed_select
+
+    run_once = loop._run_once
+
+    def traced_run_once():
+        run_once()
+        if TRACE.on:
+            steps = TRACE._w.counters[tracing._STEPS]
+            TRACE.loop_iteration(state["poll_ns"], state["nevents"], steps - state["steps_before"])
+            state["steps_before"] = steps
+    loop._run_once = traced_run_once
+
+    for name, events, tracepoint in (("_add_reader", 1, "io_register"),
+                                     ("_add_writer", 4, "io_register"),
+                                     ("_remove_reader", 1, "io_unregister"),
+                                     ("_remove_writer", 4, "io_unregister")):
+        original = getattr(loop, name, None)
+        if original is None:
+            continue
+
+        def hooked(fd, *args, _original=original, _events=events, _tp=tracepoint):
+            result = _original(fd, *args)
+            if TRACE.on and (_tp == "io_register" or result):
+                getattr(TRACE, _tp)(fd if isinstance(fd, int) else fd.fileno(), _events)
+            return result
+        setattr(loop, name, hooked)
+
+    call_at = loop.call_at
+
+    def traced_call_at(when, callback, *args, context=None):
+        handle = call_at(when, callback, *args, context=context)
+        if TRACE.on:
+            TRACE.timer_add(handle)
+        return handle
+    loop.call_at = traced_call_at
+
+    cancelled = loop._timer_handle_cancelled
+
+    def traced_cancelled(handle):
+        if TRACE.on:
+            TRACE.timer_cancel(handle)
+        return cancelled(handle)
+    loop._timer_handle_cancelled = traced_cancelled
+
+    run_in_executor = loop.run_in_executor
+
+    def traced_run_in_executor(executor, func, *args):
+        future = run_in_executor(executor, func, *args)
+        if TRACE.on:
+            TRACE.executor_submit(future)
+            future.add_done_callback(TRACE.executor_done)
+        return future
+    loop.run_in_executor = traced_run_in_executor
+
+
+# ------------------------------------------------------------------------------- installation
+_installed = False
+
+
+def _instrumenting(new_loop):
+    def wrapper(*args, **kwargs):
+        loop = new_loop(*args, **kwargs)
+        if TRACE.on:
+            instrument(loop)
+        return loop
+    wrapper.__wrapped__ = new_loop
+    return wrapper
+
+
+def install(loop_kind: str = "asyncio") -> str:
+    """Turn tracing on and instrument every asyncio/uvloop loop created from now on (through
+    any event loop policy, and ``uvloop.run``). Returns the probe file path."""
+    global _installed
+    path = tracing.enable(loop_kind=loop_kind)
+    if _installed:
+        return path
+    _installed = True
+    policy_cls = asyncio.events.BaseDefaultEventLoopPolicy
+    policy_cls.new_event_loop = _instrumenting(policy_cls.new_event_loop)
+    try:
+        import uvloop
+    except ImportError:
+        return path
+    uvloop.EventLoopPolicy.new_event_loop = _instrumenting(uvloop.EventLoopPolicy.new_event_loop)
+    uvloop.new_event_loop = _instrumenting(uvloop.new_event_loop)
+    original_run = uvloop.run
+
+    def run(main, *, loop_factory=None, **kwargs):
+        return original_run(main, loop_factory=loop_factory or uvloop.new_event_loop, **kwargs)
+    uvloop.run = run
+    return path
+
+
+def install_from_env() -> str | None:
+    """Bootstrap hook: with COROSCOPE_TRACE=1 and COROSCOPE_LOOP asyncio, uvloop or unset,
+    instrument stock loops (the runtime's loop traces itself)."""
+    if os.environ.get("COROSCOPE_TRACE", "").strip().lower() not in ("1", "true", "yes", "on"):
+        return None
+    kind = os.environ.get("COROSCOPE_LOOP", "").strip().lower() or "asyncio"
+    if kind not in ("asyncio", "uvloop"):
+        return None
+    return install(loop_kind=kind)

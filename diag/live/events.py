@@ -1,0 +1,124 @@
+"""The events ``LiveState`` consumes: one small class per thing the runtime tells.
+
+Why a vocabulary of our own rather than the probe reader's record objects: the dashboard must
+be testable with events a test builds by hand, and it has other producers besides the probe
+file (the /proc fd sampler, the hot-path sampler, a stock-asyncio instrument). The adapter in
+``diag.live.source`` turns probe records into these; nothing else here knows the ring layout.
+
+Every ``ts_ns`` is on the target's monotonic clock. Ids: task ids and request ids are the
+probe file's (non-zero; 0 means "none").
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class TaskCreated:
+    ts_ns: int
+    task_id: int
+    name: str = ""
+    parent_id: int = 0
+    coro: str = ""
+    location: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StepBegin:
+    ts_ns: int
+    task_id: int
+    queued_ns: int = 0           # when the step's handle entered the ready queue; 0 unknown
+
+
+@dataclass(frozen=True, slots=True)
+class StepEnd:
+    ts_ns: int
+    task_id: int
+    # what the task waits on now: "" unknown, "<yield>" for a bare yield (it queued itself:
+    # a self-wake), else a description of the awaited future
+    awaiting: str = ""
+    await_chain: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TaskDone:
+    ts_ns: int
+    task_id: int
+    outcome: str = "result"      # "result" | "exception" | "cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class SlowStepSeen:
+    ts_ns: int
+    task_id: int
+    duration_ns: int
+    stack: tuple[str, ...] = ()  # outermost first
+
+
+@dataclass(frozen=True, slots=True)
+class RequestBegin:
+    ts_ns: int
+    request_id: int
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestEnd:
+    ts_ns: int
+    request_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class LoopIteration:
+    ts_ns: int
+    poll_ns: int
+    nevents: int
+    ncallbacks: int
+
+
+@dataclass(frozen=True, slots=True)
+class TimerLate:
+    """A timer fired ``late_ns`` after its due time: the loop's scheduling lag."""
+    ts_ns: int
+    late_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class FdOpened:
+    ts_ns: int
+    fd: int
+    kind: str
+    task_id: int = 0
+    stack: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FdClosed:
+    ts_ns: int
+    fd: int
+
+
+@dataclass(frozen=True, slots=True)
+class CoroNeverAwaited:
+    ts_ns: int
+    coro: str
+    location: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RecordsLost:
+    """The writer lapped the reader: ``count`` records were overwritten unread."""
+    count: int
+    ts_ns: int = 0
+
+
+Event = (TaskCreated | StepBegin | StepEnd | TaskDone | SlowStepSeen | RequestBegin
+         | RequestEnd | LoopIteration | TimerLate | FdOpened | FdClosed | CoroNeverAwaited | RecordsLost)
+
+
+@dataclass(frozen=True, slots=True)
+class FdSample:
+    """A count of the target's open fds by kind, from /proc, taken at one refresh."""
+    by_kind: dict[str, int] = field(default_factory=dict)
+    # fd -> (kind, detail) for every open fd
+    fds: dict[int, tuple[str, str]] = field(default_factory=dict)

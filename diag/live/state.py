@@ -1,0 +1,393 @@
+"""LiveState: what a process is doing, folded from its event stream, ready to snapshot.
+
+The state is built incrementally, one event at a time, because the probe ring is read as a
+stream and may be lapped: every aggregate here is a running one (counts, sums, per-second
+buckets), never a list of all events. ``snapshot(now_ns)`` freezes it into the plain
+``diag.model.live.LiveSnapshot`` that views draw, recordings store and lints check.
+
+Bounded memory: per-second series keep ``SERIES_S`` seconds; finished tasks are kept (newest
+``KEEP_DONE``) so that a short-lived task can still be seen; slow steps keep the newest
+``KEEP_SLOW``. Nothing here imports a view or does I/O.
+"""
+from __future__ import annotations
+
+import bisect
+import math
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+
+from diag.model.live import (
+    STEP_BUCKETS_US, FdRow, FdStats, HotPath, HotPaths, LiveSnapshot, LoopStats,
+    NeverAwaited, RequestStats, Series, SlowStep, STEP_BUCKET_LABELS, TargetInfo, TaskRow,
+)
+
+from . import events as ev
+
+SERIES_S = 120        # seconds of history in every per-second series
+WINDOW_S = 10         # seconds the "window" latency figures cover
+KEEP_DONE = 200       # finished tasks kept for display
+KEEP_SLOW = 50        # slow steps kept
+KEEP_FD_SAMPLES = 60  # fd-count samples kept per kind
+KEEP_NEVER_AWAITED = 50
+
+
+@dataclass
+class _Task:
+    id: int
+    name: str
+    coro: str
+    location: str
+    parent_id: int
+    created_ns: int
+    polls: int = 0
+    busy_ns: int = 0
+    scheduled_ns: int = 0
+    step_begin_ns: int = 0       # != 0 exactly while a step runs
+    last_step_end_ns: int = 0
+    self_wakes: int = 0
+    wakes: int = 0
+    awaiting: str = ""
+    await_chain: tuple[str, ...] = ()
+    done_ns: int = 0             # != 0 once done
+    outcome: str = ""
+    histogram: list[int] = field(default_factory=lambda: [0] * len(STEP_BUCKET_LABELS))
+
+
+@dataclass
+class _Second:
+    """Everything that happened in one second of target time."""
+    requests: int = 0
+    latencies_ns: list[int] = field(default_factory=list)
+    iterations: int = 0
+    poll_ns: int = 0
+    callbacks: int = 0
+    lags_ns: list[int] = field(default_factory=list)
+
+
+def same_kind(proc_kind: str, probe_kind: str) -> bool:
+    """Whether a /proc kind and a probe record's kind can name the same fd."""
+    if proc_kind == probe_kind or "unknown" in (proc_kind, probe_kind) or "other" in (proc_kind, probe_kind):
+        return True
+    return {proc_kind, probe_kind} <= {"file", "device", "memfd"}
+
+
+def _bucket(duration_ns: int) -> int:
+    return bisect.bisect_right(STEP_BUCKETS_US, duration_ns // 1000)
+
+
+def _percentile(sorted_values: list[int], q: float) -> int:
+    """Nearest-rank percentile: the smallest value with at least q of the values at or below."""
+    if not sorted_values:
+        return 0
+    index = min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))
+    return sorted_values[index]
+
+
+class LiveState:
+    def __init__(self, target: TargetInfo | None = None, source: str = ""):
+        self.target = target or TargetInfo()
+        self.source = source
+        self.tasks: dict[int, _Task] = {}
+        self.done: OrderedDict[int, _Task] = OrderedDict()   # oldest finished first
+        self.requests_open: dict[int, int] = {}              # request id -> begin ns
+        self.requests_total = 0
+        self.seconds: OrderedDict[int, _Second] = OrderedDict()
+        self.loop_iterations = 0
+        self.slow: deque[SlowStep] = deque(maxlen=KEEP_SLOW)
+        self.never_awaited: deque[NeverAwaited] = deque(maxlen=KEEP_NEVER_AWAITED)
+        self.fd_origin: dict[int, FdRow] = {}                # from fd open records
+        self.fd_sample: ev.FdSample | None = None            # newest /proc sample
+        self.fd_trend: dict[str, list[int]] = {}
+        self.fd_samples = 0
+        self.fd_source = ""
+        self.hot = HotPaths(note="not available: no sampler attached")
+        self.syscalls: dict[str, float] = {}
+        self.syscalls_note = "not available: no syscall counter attached"
+        self.missing: dict[str, str] = {}
+        self.records = 0
+        self.lost = 0
+        self.last_ts_ns = 0
+
+    # -- feeding ---------------------------------------------------------------------------
+
+    def apply_all(self, events) -> None:
+        """``apply`` for each event, with the bookkeeping hoisted out of the loop (a loaded
+        target publishes tens of thousands of records a second; this is the dashboard's hot
+        loop)."""
+        handlers = _HANDLERS
+        last = self.last_ts_ns
+        n = 0
+        for event in events:
+            n += 1
+            if event.ts_ns > last:
+                last = event.ts_ns
+            handler = handlers.get(type(event))
+            if handler is not None:
+                handler(self, event)
+        self.records += n
+        self.last_ts_ns = last
+
+    def apply(self, event: ev.Event) -> None:
+        self.records += 1
+        if event.ts_ns > self.last_ts_ns:
+            self.last_ts_ns = event.ts_ns
+        handler = _HANDLERS.get(type(event))
+        if handler is not None:
+            handler(self, event)
+
+    def _task(self, task_id: int, ts_ns: int) -> _Task:
+        task = self.tasks.get(task_id)
+        if task is None:
+            # Created before we attached, or its create record was lost: learn it now.
+            task = self.tasks[task_id] = _Task(task_id, f"task-{task_id}", "", "", 0, ts_ns)
+        return task
+
+    def _second(self, ts_ns: int) -> _Second:
+        sec = ts_ns // 1_000_000_000
+        bucket = self.seconds.get(sec)
+        if bucket is None:
+            bucket = self.seconds[sec] = _Second()
+            while len(self.seconds) > SERIES_S:
+                self.seconds.popitem(last=False)
+        return bucket
+
+    def _on_task_created(self, e: ev.TaskCreated) -> None:
+        self.tasks[e.task_id] = _Task(e.task_id, e.name or f"task-{e.task_id}", e.coro,
+                                      e.location, e.parent_id, e.ts_ns)
+
+    def _on_step_begin(self, e: ev.StepBegin) -> None:
+        task = self._task(e.task_id, e.ts_ns)
+        task.step_begin_ns = e.ts_ns
+        if e.queued_ns and e.queued_ns <= e.ts_ns:
+            lag = e.ts_ns - e.queued_ns
+            task.scheduled_ns += lag
+            self._second(e.ts_ns).lags_ns.append(lag)
+
+    def _on_step_end(self, e: ev.StepEnd) -> None:
+        task = self._task(e.task_id, e.ts_ns)
+        if task.step_begin_ns:
+            duration = max(0, e.ts_ns - task.step_begin_ns)
+            task.busy_ns += duration
+            task.histogram[_bucket(duration)] += 1
+        task.polls += 1
+        task.step_begin_ns = 0
+        task.last_step_end_ns = e.ts_ns
+        task.awaiting = e.awaiting
+        task.await_chain = e.await_chain
+        if e.awaiting == "<yield>":
+            task.self_wakes += 1
+        elif e.awaiting:
+            task.wakes += 1
+
+    def _on_task_done(self, e: ev.TaskDone) -> None:
+        task = self.tasks.pop(e.task_id, None) or self._task_for_done(e)
+        task.done_ns = e.ts_ns
+        task.outcome = e.outcome
+        task.step_begin_ns = 0
+        self.done[task.id] = task
+        while len(self.done) > KEEP_DONE:
+            self.done.popitem(last=False)
+
+    def _task_for_done(self, e: ev.TaskDone) -> _Task:
+        return _Task(e.task_id, f"task-{e.task_id}", "", "", 0, e.ts_ns)
+
+    def _on_slow_step(self, e: ev.SlowStepSeen) -> None:
+        task = self.tasks.get(e.task_id) or self.done.get(e.task_id)
+        name = task.name if task else f"task-{e.task_id}"
+        self.slow.append(SlowStep(e.task_id, name, e.duration_ns, e.ts_ns, list(e.stack),
+                                  task.coro if task else ""))
+
+    def _on_request_begin(self, e: ev.RequestBegin) -> None:
+        self.requests_open[e.request_id] = e.ts_ns
+
+    def _on_request_end(self, e: ev.RequestEnd) -> None:
+        begin = self.requests_open.pop(e.request_id, None)
+        self.requests_total += 1
+        bucket = self._second(e.ts_ns)
+        bucket.requests += 1
+        if begin is not None:
+            bucket.latencies_ns.append(max(0, e.ts_ns - begin))
+
+    def _on_loop_iteration(self, e: ev.LoopIteration) -> None:
+        self.loop_iterations += 1
+        bucket = self._second(e.ts_ns)
+        bucket.iterations += 1
+        bucket.poll_ns += e.poll_ns
+        bucket.callbacks += e.ncallbacks
+
+    def _on_timer_late(self, e: ev.TimerLate) -> None:
+        self._second(e.ts_ns).lags_ns.append(max(0, e.late_ns))
+
+    def _on_fd_opened(self, e: ev.FdOpened) -> None:
+        self.fd_origin[e.fd] = FdRow(e.fd, e.kind, e.task_id, e.ts_ns, list(e.stack))
+
+    def _on_fd_closed(self, e: ev.FdClosed) -> None:
+        self.fd_origin.pop(e.fd, None)
+
+    def _on_never_awaited(self, e: ev.CoroNeverAwaited) -> None:
+        self.never_awaited.append(NeverAwaited(e.coro, e.location, e.ts_ns))
+
+    def _on_lost(self, e: ev.RecordsLost) -> None:
+        self.records -= 1        # a loss notice is not a record
+        self.lost += e.count
+
+    # -- other producers -------------------------------------------------------------------
+
+    def add_fd_sample(self, sample: ev.FdSample, source: str) -> None:
+        """One /proc count of open fds by kind; one trend point per call."""
+        self.fd_sample = sample
+        self.fd_source = source
+        self.fd_samples += 1
+        kinds = set(self.fd_trend) | set(sample.by_kind)
+        for kind in kinds:
+            trend = self.fd_trend.setdefault(kind, [0] * (self.fd_samples - 1))
+            trend.append(sample.by_kind.get(kind, 0))
+            del trend[:-KEEP_FD_SAMPLES]
+        # an fd number reused by a different kind is not the fd the probe saw open
+        for fd in [fd for fd, row in self.fd_origin.items()
+                   if fd in sample.fds and not same_kind(sample.fds[fd][0], row.kind)]:
+            del self.fd_origin[fd]
+
+    def learn_fd_origin(self, origin: ev.FdOpened) -> None:
+        """Who opened an fd, learnt from outside the record stream (the probe's fd table)."""
+        self.fd_origin.setdefault(origin.fd, FdRow(origin.fd, origin.kind, origin.task_id,
+                                                   origin.ts_ns, list(origin.stack)))
+
+    def set_hot_paths(self, hot: HotPaths) -> None:
+        self.hot = hot
+
+    def set_syscalls(self, per_request: dict[str, float], note: str = "") -> None:
+        self.syscalls = dict(per_request)
+        self.syscalls_note = note
+
+    def set_missing(self, what: str, why: str) -> None:
+        self.missing[what] = why
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def snapshot(self, now_ns: int | None = None, wall_time: float = 0.0) -> LiveSnapshot:
+        now = self.last_ts_ns if now_ns is None else now_ns
+        rows = [self._row(t, now) for t in self.tasks.values()]
+        rows += [self._row(t, now) for t in reversed(self.done.values())]
+        return LiveSnapshot(
+            taken_ns=now,
+            wall_time=wall_time,
+            source=self.source,
+            target=TargetInfo(**vars(self.target)),
+            tasks=rows,
+            requests=self._requests(now),
+            loop=self._loop(now),
+            fds=self._fds(),
+            hot=HotPaths(top=[HotPath(**vars(h)) for h in self.hot.top], folded=dict(self.hot.folded),
+                         samples=self.hot.samples, source=self.hot.source, note=self.hot.note),
+            slow_steps=list(self.slow),
+            never_awaited=list(self.never_awaited),
+            records=self.records,
+            lost_records=self.lost,
+            missing=[f"{what}: {why}" for what, why in self.missing.items()],
+        )
+
+    def _row(self, t: _Task, now: int) -> TaskRow:
+        end = t.done_ns or now
+        running_for = max(0, now - t.step_begin_ns) if t.step_begin_ns else 0
+        busy = t.busy_ns + running_for
+        if t.done_ns:
+            state = "done"
+        elif t.step_begin_ns:
+            state = "running"
+        elif t.awaiting == "<yield>" or t.polls == 0:
+            state = "scheduled"
+        else:
+            state = "idle"
+        age = max(0, end - t.created_ns)
+        return TaskRow(
+            id=t.id, name=t.name, coro=t.coro, location=t.location, parent_id=t.parent_id,
+            state=state, polls=t.polls, busy_ns=busy, scheduled_ns=t.scheduled_ns,
+            idle_ns=max(0, age - busy - t.scheduled_ns), age_ns=age,
+            last_step_end_ns=t.last_step_end_ns, running_for_ns=running_for,
+            self_wakes=t.self_wakes, wakes=t.wakes, awaiting=t.awaiting, outcome=t.outcome,
+            step_histogram=list(t.histogram), await_chain=list(t.await_chain),
+        )
+
+    def _span(self, now: int) -> range:
+        """The whole seconds the series cover, up to and including now's."""
+        if not self.seconds:
+            return range(0)
+        last = max(now // 1_000_000_000, next(reversed(self.seconds)))
+        first = max(next(iter(self.seconds)), last - SERIES_S + 1)
+        return range(first, last + 1)
+
+    def _requests(self, now: int) -> RequestStats:
+        span = self._span(now)
+        rate, p50, p99, mx = [], [], [], []
+        window: list[int] = []
+        for sec in span:
+            bucket = self.seconds.get(sec)
+            lat = sorted(bucket.latencies_ns) if bucket else []
+            rate.append(float(bucket.requests) if bucket else 0.0)
+            p50.append(_percentile(lat, 0.50) / 1e6)
+            p99.append(_percentile(lat, 0.99) / 1e6)
+            mx.append((lat[-1] if lat else 0) / 1e6)
+            if sec > span.stop - 1 - WINDOW_S:
+                window.extend(lat)
+        window.sort()
+        start = span.start if span else 0
+        return RequestStats(
+            total=self.requests_total, in_flight=len(self.requests_open),
+            rate=Series(start, rate), p50_ms=Series(start, p50), p99_ms=Series(start, p99),
+            max_ms=Series(start, mx),
+            window_p50_ms=_percentile(window, 0.50) / 1e6,
+            window_p99_ms=_percentile(window, 0.99) / 1e6,
+            window_max_ms=(window[-1] if window else 0) / 1e6,
+            syscalls_per_request=dict(self.syscalls), syscalls_note=self.syscalls_note,
+        )
+
+    def _loop(self, now: int) -> LoopStats:
+        span = self._span(now)
+        its, poll, ready, lag = [], [], [], []
+        for sec in span:
+            b = self.seconds.get(sec) or _Second()
+            its.append(float(b.iterations))
+            poll.append(b.poll_ns / 1e6)
+            ready.append(b.callbacks / b.iterations if b.iterations else 0.0)
+            lag.append(_percentile(sorted(b.lags_ns), 0.99) / 1e6)
+        start = span.start if span else 0
+        return LoopStats(Series(start, its), Series(start, poll), Series(start, ready),
+                         Series(start, lag), self.loop_iterations)
+
+    def _fds(self) -> FdStats:
+        if self.fd_sample is not None:
+            rows = []
+            for fd, (kind, detail) in sorted(self.fd_sample.fds.items()):
+                origin = self.fd_origin.get(fd)
+                rows.append(FdRow(fd, kind, origin.task_id if origin else 0,
+                                  origin.opened_at_ns if origin else 0,
+                                  list(origin.stack) if origin else [], detail))
+            return FdStats(dict(sorted(self.fd_sample.by_kind.items())),
+                           {k: list(v) for k, v in sorted(self.fd_trend.items())},
+                           rows, self.fd_source)
+        # no /proc view (a replayed stream, or /proc not readable): the probe's own table
+        by_kind: dict[str, int] = {}
+        for row in self.fd_origin.values():
+            by_kind[row.kind] = by_kind.get(row.kind, 0) + 1
+        rows = [FdRow(**vars(r)) for _fd, r in sorted(self.fd_origin.items())]
+        return FdStats(dict(sorted(by_kind.items())), {}, rows,
+                       "probe records" if rows else "",
+                       "" if rows else "not available: no fd records and no /proc sample")
+
+
+_HANDLERS = {
+    ev.TaskCreated: LiveState._on_task_created,
+    ev.StepBegin: LiveState._on_step_begin,
+    ev.StepEnd: LiveState._on_step_end,
+    ev.TaskDone: LiveState._on_task_done,
+    ev.SlowStepSeen: LiveState._on_slow_step,
+    ev.RequestBegin: LiveState._on_request_begin,
+    ev.RequestEnd: LiveState._on_request_end,
+    ev.LoopIteration: LiveState._on_loop_iteration,
+    ev.TimerLate: LiveState._on_timer_late,
+    ev.FdOpened: LiveState._on_fd_opened,
+    ev.FdClosed: LiveState._on_fd_closed,
+    ev.CoroNeverAwaited: LiveState._on_never_awaited,
+    ev.RecordsLost: LiveState._on_lost,
+}

@@ -1,0 +1,454 @@
+"""One measurement: pick the backend, find or start the target, count for a while, build the report.
+
+The order of things matters for exactness when we start the target ourselves: the command is
+started behind a gate (a tiny Python process that waits on a pipe, then execs the command, so
+its pid is the target's pid), the eBPF program is compiled and attached for that pid, and only
+then is the gate opened. Nothing the target does is missed, and the target's pid is known
+before it runs a line.
+
+Fallbacks are said out loud (``notes`` in the report and a line on stderr): no root or no bcc ->
+the ptrace backend; no probe file -> per-thread counts.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..errors import CoroscopeError
+from ..model.syscalls import SyscallReport
+from .aggregate import build_report
+from .counts import REQUEST, TASK, THREAD, UNATTRIBUTED, RawCounts
+
+REFRESH_S = 0.02          # how often thread slots and request names are refreshed
+BACKENDS = ("auto", "bpf", "ptrace")
+
+# The gate: waits for one byte on fd argv[1], then becomes the command (same pid). -S -E: no
+# site, no PYTHONPATH, so coroscope's sitecustomize does not run in the gate itself.
+_GATE = (
+    "import os, sys\n"
+    "fd = int(sys.argv[1])\n"
+    "os.read(fd, 1)\n"
+    "os.close(fd)\n"
+    "try:\n"
+    "    os.execv(sys.argv[2], sys.argv[2:])\n"
+    "except OSError as exc:\n"
+    "    sys.stderr.write(f'coroscope: error: cannot run {sys.argv[2]}: {exc.strerror}\\n')\n"
+    "    os._exit(127)\n"
+)
+
+
+def _stderr(line: str) -> None:
+    print(f"coroscope: {line}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------ targets
+def start_ticks(pid: int) -> int | None:
+    from runtime.probefile import process_start_ticks
+
+    return process_start_ticks(pid)
+
+
+def is_python(pid: int) -> bool:
+    """A CPython process: its executable or a mapped library is python/libpython."""
+    try:
+        exe = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
+    except OSError:
+        exe = ""
+    if exe.startswith("python"):
+        return True
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            return any("libpython" in line for line in f)
+    except OSError:
+        return False
+
+
+def check_pid(pid: int) -> None:
+    """One clear line for a pid we cannot measure."""
+    if pid <= 0 or not os.path.exists(f"/proc/{pid}"):
+        raise CoroscopeError(f"no process with pid {pid}")
+    try:
+        os.readlink(f"/proc/{pid}/exe")
+    except PermissionError:
+        raise CoroscopeError(f"no permission to inspect pid {pid} (run as its user or as root)")
+    except OSError:
+        pass
+    if not is_python(pid):
+        try:
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            name = "?"
+        raise CoroscopeError(f"pid {pid} ({name}) is not a Python process")
+
+
+def check_command(cmd: list[str]) -> None:
+    import shutil
+
+    if not shutil.which(cmd[0]):
+        raise CoroscopeError(f"cannot run {cmd[0]}: no such command")
+
+
+def alive(pid: int, ticks: int | None) -> bool:
+    """The same process (pid and start time) still runs: a zombie waiting for its parent is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    state = stat[stat.rindex(b")") + 2:stat.rindex(b")") + 3]
+    return state not in (b"Z", b"X") and start_ticks(pid) == ticks
+
+
+def thread_name(pid: int, tid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+@dataclass
+class Launched:
+    proc: subprocess.Popen
+    gate_w: int | None      # write end of the gate pipe, None once opened
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def wait_blocked(self, timeout: float = 5.0) -> None:
+        """Until the gate sits in its read (so its own start-up is over before we count)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                if Path(f"/proc/{self.pid}/syscall").read_text().startswith("0 "):
+                    return
+            except OSError:
+                return          # not readable (not root): counting a little start-up is harmless
+            time.sleep(0.002)
+
+    def release(self) -> None:
+        if self.gate_w is not None:
+            try:
+                os.write(self.gate_w, b"x")
+            except OSError:
+                pass
+            os.close(self.gate_w)
+            self.gate_w = None
+
+    def stop(self, grace: float = 3.0) -> None:
+        """End the command we started (used only when --duration ends before it does)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(timeout=grace)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+
+
+def launch_gated(cmd: list[str], env: dict[str, str]) -> Launched:
+    import shutil
+
+    exe = shutil.which(cmd[0]) or cmd[0]     # one execve, not one per PATH entry
+    r, w = os.pipe()
+    proc = subprocess.Popen([sys.executable, "-S", "-E", "-c", _GATE, str(r), exe, *cmd[1:]],
+                            env=env, pass_fds=(r,))
+    os.close(r)
+    return Launched(proc, w)
+
+
+def target_env(loop: str | None) -> dict[str, str]:
+    from ..bootstrap import target_environment
+
+    return target_environment(loop=loop, trace=True)
+
+
+# ------------------------------------------------------------------------------------ backends
+def bpf_unavailable() -> str | None:
+    """Why eBPF cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "not root: eBPF needs root"
+    try:
+        import bcc  # noqa: F401
+    except Exception as exc:
+        return f"bcc is not importable ({exc.__class__.__name__}: {exc})"
+    if not os.path.exists("/sys/kernel/tracing/events/raw_syscalls") and not os.path.exists(
+            "/sys/kernel/debug/tracing/events/raw_syscalls"):
+        return "tracefs is not mounted"
+    return None
+
+
+def choose_backend(requested: str, notify: Callable[[str], None]) -> tuple[str, list[str]]:
+    if requested not in BACKENDS:
+        raise CoroscopeError(f"unknown backend {requested!r} (choose from {', '.join(BACKENDS)})")
+    why = bpf_unavailable()
+    if requested == "bpf" and why:
+        raise CoroscopeError(f"the bpf backend cannot run: {why}")
+    if requested == "auto" and why:
+        note = f"{why}; using the ptrace backend (exact per thread, requests amortized)"
+        notify(note)
+        return "ptrace", [note]
+    return ("bpf" if requested == "auto" else requested), []
+
+
+# ------------------------------------------------------------------------------------ measuring
+@dataclass
+class Window:
+    """Counts requests done over the measurement from the probe file, if the target has one."""
+
+    pid: int
+    by: str
+    view: object = None
+    baseline: int = 0
+    opened_late: bool = False  # first opened after the target ran a while (--pid)
+
+    def poll(self, counter=None) -> None:
+        from .slots import NoProbeFile, ProbeView
+
+        if self.view is None:
+            try:
+                self.view = ProbeView.open(self.pid)
+            except NoProbeFile:
+                return
+            if self.opened_late:
+                self.baseline = self.view.counters().get("requests_done", 0)
+        if counter is not None and self.by in (REQUEST, TASK):
+            counter.set_slots(self.view.slot_addresses(self.by))
+        self.view.follow_requests()
+
+    def rebase(self) -> None:
+        """Count requests from now on (called once the counter is attached)."""
+        if self.view is not None and self.opened_late:
+            self.baseline = self.view.counters().get("requests_done", 0)
+
+    def fill(self, raw: RawCounts) -> None:
+        if self.view is None:
+            return
+        self.view.follow_requests()
+        raw.requests_done = self.view.counters().get("requests_done", 0) - self.baseline
+        raw.request_names.update(self.view.request_names)
+        for task, name in self.view.task_names.items():
+            raw.bucket_names[(TASK, task)] = name
+        raw.loop = self.view.header.loop_kind or None
+        if self.view.records_lost:
+            raw.notes.append(f"{self.view.records_lost} probe records were overwritten before they "
+                             f"were read: some request names are missing")
+
+    def close(self) -> None:
+        if self.view is not None:
+            self.view.close()
+
+
+def _wait_loop(deadline: float | None, done: Callable[[], bool], tick: Callable[[], None]) -> bool:
+    """Tick until done() or the deadline; True if the target ended first. Ctrl-C ends the window."""
+    try:
+        while True:
+            if done():
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            tick()
+            time.sleep(REFRESH_S)
+    except KeyboardInterrupt:
+        return False
+
+
+def measure_bpf(*, pid: int | None, cmd: list[str] | None, duration: float | None, by: str,
+                loop: str | None, notify: Callable[[str], None], notes: list[str]) -> tuple[RawCounts, int]:
+    from .bpf import BpfCounter, BpfOptions
+
+    launched = None
+    if cmd:
+        launched = launch_gated(cmd, target_env(loop))
+        launched.wait_blocked()
+        pid = launched.pid
+    ticks = start_ticks(pid)
+    window = Window(pid, by, opened_late=launched is None)
+    eff_by = by
+    if launched is None and by != THREAD:
+        window.poll()
+        if window.view is None:
+            from .slots import NoProbeFile, ProbeView
+            try:
+                ProbeView.open(pid).close()
+                reason = "no probe file"
+            except NoProbeFile as exc:
+                reason = str(exc)
+            note = f"{reason}; counting per thread instead"
+            notify(note)
+            notes.append(note)
+            eff_by = THREAD
+    try:
+        counter = BpfCounter(BpfOptions(tgid=pid, by=eff_by))
+    except Exception as exc:
+        if launched:
+            launched.proc.kill()
+            launched.proc.wait()
+        raise CoroscopeError(f"eBPF program failed to load: {str(exc).splitlines()[0] if str(exc) else exc!r}")
+    raw = RawCounts(backend="bpf", by=eff_by)
+    tick = (lambda: window.poll(counter)) if eff_by != THREAD else (lambda: window.poll())
+    t0 = time.monotonic()
+    try:
+        if launched:
+            launched.release()
+            done = lambda: launched.proc.poll() is not None  # noqa: E731
+        else:
+            tick()                 # slots known before we say we are counting
+            window.rebase()
+            notify(f"counting syscalls of pid {pid} by {eff_by} (bpf)"
+                   f"{'' if duration is None else f' for {duration:g} s'}")
+            done = lambda: not alive(pid, ticks)  # noqa: E731
+        ended = _wait_loop(None if duration is None else t0 + duration, done, tick)
+        raw.duration_s = time.monotonic() - t0
+        if launched and not ended:
+            launched.stop()
+        if ended and launched is None:
+            raw.complete = False
+            notes.append(f"pid {pid} exited after {raw.duration_s:.1f} s: the report covers what was counted until then")
+            notify(notes[-1])
+        counter.read(raw)
+        window.fill(raw)
+    finally:
+        counter.close()
+        window.close()
+        if launched:
+            launched.stop()
+    if eff_by != THREAD and window.view is None:
+        # The target never published a probe file: its calls are all on "unattributed" threads.
+        note = "the target published no probe file (not a traced Python program?); counting per thread"
+        notify(note)
+        notes.append(note)
+        relabel_threads(raw)
+    name_threads(raw, pid)
+    return raw, pid
+
+
+def relabel_threads(raw: RawCounts) -> None:
+    cells = {}
+    for (kind, ident), names in raw.cells.items():
+        cells[(THREAD if kind == UNATTRIBUTED else kind, ident)] = names
+    raw.cells = cells
+    raw.by = THREAD
+    raw.sequences.clear()
+
+
+def name_threads(raw: RawCounts, pid: int) -> None:
+    for kind, ident in raw.cells:
+        if kind in (THREAD, UNATTRIBUTED):
+            raw.bucket_names[(kind, ident)] = thread_name(pid, ident)
+
+
+def measure_ptrace(*, pid: int | None, cmd: list[str] | None, duration: float | None, by: str,
+                   loop: str | None, notify: Callable[[str], None], notes: list[str]) -> tuple[RawCounts, int]:
+    from .ptrace import CANNOT_ATTRIBUTE, StraceSession, ptrace_allowed
+
+    raw = RawCounts(backend="ptrace", by=THREAD, cannot_attribute=CANNOT_ATTRIBUTE)
+    if by != THREAD:
+        notes.append(f"counts by {by} need the bpf backend; the ptrace backend counts per thread")
+    if pid is not None:
+        if not ptrace_allowed(pid):
+            raise CoroscopeError(f"no permission to trace pid {pid} (ptrace needs the same user, or root)")
+        session = StraceSession(pid=pid)
+        deadline = time.monotonic() + 10
+        while not _traced(pid):
+            if session.exited() or time.monotonic() > deadline:
+                session.stop(raw, detach=False)
+                raise CoroscopeError(f"strace could not attach to pid {pid}: {session.error_text() or 'timed out'}")
+            time.sleep(0.01)
+        target_pid = pid
+    else:
+        session = StraceSession(cmd=cmd, env=target_env(loop))
+        target_pid = None
+        deadline = time.monotonic() + 10
+        while target_pid is None and not session.exited() and time.monotonic() < deadline:
+            target_pid = _first_child(session.proc.pid)
+            time.sleep(0.005)
+    ticks = start_ticks(target_pid) if target_pid else None
+    window = Window(target_pid or 0, THREAD, opened_late=cmd is None)
+    window.poll()
+    window.rebase()
+    if cmd is None:
+        notify(f"counting syscalls of pid {pid} by thread (ptrace){'' if duration is None else f' for {duration:g} s'}")
+    t0 = time.monotonic()
+    if target_pid:
+        if cmd:
+            done = session.exited
+        else:
+            done = lambda: not alive(target_pid, ticks) or session.exited()  # noqa: E731
+        ended = _wait_loop(None if duration is None else t0 + duration, done, window.poll)
+    else:
+        ended = True
+    raw.duration_s = time.monotonic() - t0
+    if cmd and not ended and target_pid:
+        try:
+            os.kill(target_pid, signal.SIGINT)   # the command we started: end it, strace follows
+        except ProcessLookupError:
+            pass
+    if cmd is None and ended:
+        raw.complete = False
+        notes.append(f"pid {pid} exited after {raw.duration_s:.1f} s: the report covers what was counted until then")
+        notify(notes[-1])
+    session.stop(raw, detach=cmd is None)
+    window.fill(raw)
+    window.close()
+    if target_pid:
+        name_threads(raw, target_pid)
+    return raw, target_pid or 0
+
+
+def _traced(pid: int) -> bool:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("TracerPid:"):
+                return int(line.split()[1]) != 0
+    except OSError:
+        return False
+    return False
+
+
+def _first_child(pid: int) -> int | None:
+    """The command strace started, once it runs the command (strace's own forks do not count)."""
+    try:
+        own = Path(f"/proc/{pid}/cmdline").read_bytes()
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            for kid in Path(f"/proc/{pid}/task/{tid}/children").read_text().split():
+                if Path(f"/proc/{kid}/cmdline").read_bytes() != own:
+                    return int(kid)
+    except OSError:
+        return None
+    return None
+
+
+def collect(*, pid: int | None = None, cmd: list[str] | None = None, duration: float | None = None,
+            by: str = REQUEST, backend: str = "auto", loop: str | None = None,
+            notify: Callable[[str], None] = _stderr) -> SyscallReport:
+    """Measure ``pid`` (for ``duration`` seconds, or until it exits) or run ``cmd`` and measure it."""
+    if (pid is None) == (not cmd):
+        raise CoroscopeError("give either --pid PID or -- CMD ...")
+    if by not in (REQUEST, TASK, THREAD):
+        raise CoroscopeError(f"--by must be request, task or thread, not {by!r}")
+    if duration is not None and duration <= 0:
+        raise CoroscopeError("--duration must be positive")
+    if pid is not None:
+        check_pid(pid)
+        if duration is None:
+            duration = 10.0
+    else:
+        check_command(cmd)
+    name, notes = choose_backend(backend, notify)
+    measure = measure_bpf if name == "bpf" else measure_ptrace
+    raw, target_pid = measure(pid=pid, cmd=cmd, duration=duration, by=by, loop=loop, notify=notify, notes=notes)
+    raw.notes[:0] = notes
+    target = f"pid {pid}" if cmd is None else " ".join(cmd)
+    loop_kind = raw.loop or loop
+    return build_report(raw, target=target, pid=target_pid, loop=loop_kind)

@@ -1,0 +1,112 @@
+"""A small program that makes the runtime hit every tracepoint kind once or more.
+
+    python -m examples.trace_all            # then, from another shell: coroscope probe PID
+
+It enables tracing itself, runs a server and a client over 127.0.0.1, tasks that return, raise
+and get cancelled, a timer that fires and one cancelled, a pipe, an executor job, a request and
+a deliberately slow step. Then it prints one JSON line of facts (its pid, the fds it used, the
+names it gave) and waits until its stdin closes, so a reader in another process can attach.
+Tests use the facts to check each record's fields.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+
+import runtime
+from runtime import tracing
+from runtime.requests import per_data_received
+
+SLOW_STEP_MS = 30
+
+
+class Echo(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.transport.write(data)
+
+
+async def returns() -> int:
+    await asyncio.sleep(0.001)           # timer add + fire
+    return 42
+
+
+async def raises() -> None:
+    raise KeyError("trace_all")
+
+
+async def sleeps_forever() -> None:
+    await asyncio.sleep(3600)
+
+
+async def slow() -> None:
+    time.sleep(SLOW_STEP_MS * 1.5 / 1000)   # blocks the loop: one slow step
+
+
+async def main(facts: dict) -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(per_data_received(Echo, "echo"), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    facts["server_fd"] = server.sockets[0].fileno()
+
+    with runtime.request("trace-all"):
+        facts["request_task_result"] = await asyncio.create_task(returns(), name="returns")
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        facts["client_fd"] = writer.get_extra_info("socket").fileno()
+        for _ in range(3):
+            writer.write(b"ping\n")
+            await reader.readline()
+        writer.close()
+        await writer.wait_closed()
+
+    failing = asyncio.create_task(raises(), name="raises")
+    try:
+        await failing
+    except KeyError:
+        pass
+    forever = asyncio.create_task(sleeps_forever(), name="cancelled")
+    await asyncio.sleep(0)
+    forever.cancel()                      # also cancels its timer
+    try:
+        await forever
+    except asyncio.CancelledError:
+        pass
+    loop.call_later(60, print).cancel()   # a timer cancelled before it fires
+
+    rfd, wfd = os.pipe()
+    read_pipe = os.fdopen(rfd, "rb", buffering=0)
+    got = asyncio.Event()
+
+    class PipeReader(asyncio.Protocol):
+        def data_received(self, data):
+            got.set()
+    transport, _ = await loop.connect_read_pipe(PipeReader, read_pipe)
+    facts["pipe_fd"] = rfd
+    os.write(wfd, b"x")
+    await got.wait()
+    transport.close()
+    os.close(wfd)
+    await asyncio.sleep(0)
+
+    facts["executor_result"] = await loop.run_in_executor(None, sum, [1, 2, 3])
+    await asyncio.create_task(slow(), name="slow")
+    server.close()
+    await server.wait_closed()
+
+
+def run() -> dict:
+    facts: dict = {"pid": os.getpid(), "slow_step_ms": SLOW_STEP_MS, "echo_requests": 3}
+    facts["probe_path"] = tracing.enable(slow_step_ms=SLOW_STEP_MS)
+    runtime.run(main(facts))
+    return facts
+
+
+if __name__ == "__main__":
+    facts = run()
+    print(json.dumps(facts), flush=True)
+    sys.stdin.read()                      # until the reader closes our stdin

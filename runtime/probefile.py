@@ -1,0 +1,646 @@
+"""The probe file: the one shared-memory region a traced process publishes, and its writer.
+
+Why a file in /dev/shm and not a socket or a subscriber thread
+----------------------------------------------------------------
+tokio-console gets its data through an in-process subscriber serving gRPC; every watched event
+then costs the watched process work and syscalls. Here the process writes fixed-size records into
+memory it maps once (``mmap`` of ``/dev/shm/coroscope-<pid>.probe``, a tmpfs file), with plain
+stores (``struct.pack_into`` on the mmap): no syscall per record, no lock shared with a reader,
+nothing that depends on whether anyone watches. A reader in another process maps the same file
+read-only and copies what it wants. A syscall count taken with a reader attached is the count
+without it, because the reader never talks to the target.
+
+Layout, version 1 (``VERSION``). All integers little-endian; every section starts on a page.
+
+    offset 0      HEADER (``HEADER_FMT``, fields below; the section table says where the rest is)
+                  magic b"CSPROBE1", version, header size, pid, process start time in clock ticks
+                  (field 22 of /proc/PID/stat: with the pid it names one process, so a file left
+                  by a crash, whose pid was reused, is recognised as stale), creation time,
+                  state (1 live, 2 closed), then (offset, count, entry size) of every section,
+                  strings_used (bytes of the string table in use), the loop kind
+                  ("runtime", "asyncio", "uvloop") and the slow-step threshold.
+    COUNTERS      ``len(COUNTERS)`` signed 64-bit counters, index = position in ``COUNTERS``.
+                  Updated in place (one aligned 8-byte store each, through a memoryview), so
+                  they are always current; ``records_written`` alone is refreshed once per loop
+                  iteration (and when the file is closed).
+    SLOTS         ``NSLOTS`` slots of ``SLOT_SIZE`` bytes, one per thread that ever ran a step:
+                  +0 kernel tid (0: free), +8 current task id, +16 current request id,
+                  +24 monotonic ns at which the current step began (0: idle), +32 Python thread
+                  ident, +40..63 reserved. Every field is 8-byte aligned and written
+                  with one aligned 8-byte store, so the eBPF syscall counter can read one field
+                  with bpf_probe_read_user at ``mapping_base + slot_offset(i) + SLOT_TASK`` (the
+                  mapping base is found in /proc/PID/maps, by the file's path) without tearing.
+                  Task and request are written only around steps that have one: a plain
+                  callback outside any request leaves the slot at 0/0/0 without touching it.
+    RING          ``ring_records`` records of ``RECORD_SIZE`` bytes (``RECORD_FMT``), record with
+                  sequence number n (1-based) in entry (n - 1) % ring_records. Fields: seq_begin,
+                  kind, thread slot, aux, monotonic ns, task id, request id, a, b, c, d, e, f, seq_end.
+                  What aux and a..f mean per kind is ``RECORD_FIELDS``.
+    STRINGS       an append-only table: each entry is a u32 length and that many UTF-8 bytes;
+                  a string id is the entry's offset in the section (id 0 is the empty string).
+                  Names, qualnames, file:line, short stacks. When full, new strings get id 0 and
+                  the counter ``strings_dropped`` grows.
+    FDS           ``fd_entries`` entries of ``FD_ENTRY_SIZE`` bytes indexed by fd number:
+                  ver_begin, kind, state (1 open, 0 closed), generation (opens of this fd number
+                  so far), task id, request id, stack string id, monotonic ns of the open,
+                  ver_end. The origin of every fd still open, even after the ring wrapped.
+
+Consistency without locks (the seqlock rule, for ring records and fd entries)
+-----------------------------------------------------------------------------
+The writer stores a whole record with one ``pack_into`` call, which stores the fields in order
+(one packer call per field): seq_begin first, seq_end last. x86-64 keeps stores in program order
+as seen by other CPUs (TSO), and loads in order too. A reader therefore reads seq_end, then the
+record, then seq_begin again, and accepts the copy only if all three equal the sequence it
+expected: a later writer of the same entry stores its seq_begin before any of its payload, so a
+payload store the copy caught is seen by the final seq_begin load. A torn record is never
+returned. (A weakly ordered CPU, arm64, would need barriers the writer does not have: the writer
+refuses to run there; see ``ProbeWriter.create``.)
+
+No lock on the write path: sequence numbers come from ``itertools.count`` (atomic under the GIL),
+so two threads never get the same one. A thread can be switched out between taking a number and
+storing its record, so with several writing threads records may be published slightly out of
+order, and in the worst case a delayed record lands over a newer one a full lap later. The
+reader copes (``read_record``): a missing record is waited for while it can still come, and
+counted lost once the writer is a whole lap past it. One loop per process, the usual case, has
+one writing thread and none of this happens.
+
+Lost records: record n lives in entry (n-1) % ring_records until record n + ring_records replaces
+it. A reader expecting n that finds a larger sequence there knows n was overwritten, counts it
+lost and moves on, so losses are counted exactly, one by one (``read_record`` returns which case).
+"""
+from __future__ import annotations
+
+import enum
+import itertools
+import mmap
+import os
+import struct
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+VERSION = 1
+MAGIC = b"CSPROBE1"
+PAGE = 4096
+PROBE_DIR = "/dev/shm"
+
+
+def probe_path(pid: int) -> str:
+    """Where process ``pid`` publishes its probe file."""
+    return f"{PROBE_DIR}/coroscope-{pid}.probe"
+
+
+# ---------------------------------------------------------------------------------------- header
+# (name, struct code); offsets follow from the order. Only ever append fields (and bump VERSION).
+HEADER_FIELDS: list[tuple[str, str]] = [
+    ("magic", "8s"),
+    ("version", "I"),
+    ("header_size", "I"),
+    ("pid", "Q"),
+    ("start_ticks", "Q"),       # /proc/PID/stat field 22 of the writer: pid + this = one process
+    ("created_unix_ns", "Q"),
+    ("state", "Q"),             # STATE_LIVE while the writer runs, STATE_CLOSED after close()
+    ("counters_off", "Q"),
+    ("counters_count", "Q"),
+    ("slots_off", "Q"),
+    ("slots_count", "Q"),
+    ("slot_size", "Q"),
+    ("ring_off", "Q"),
+    ("ring_records", "Q"),      # a power of two
+    ("record_size", "Q"),
+    ("strings_off", "Q"),
+    ("strings_size", "Q"),
+    ("strings_used", "Q"),      # bytes of STRINGS in use; grows only
+    ("fds_off", "Q"),
+    ("fd_entries", "Q"),
+    ("fd_entry_size", "Q"),
+    ("total_size", "Q"),
+    ("loop_kind", "16s"),       # b"runtime", b"asyncio", b"uvloop" (NUL padded)
+    ("slow_step_ns", "Q"),
+]
+HEADER_FMT = "<" + "".join(code for _, code in HEADER_FIELDS)
+HEADER_STRUCT = struct.Struct(HEADER_FMT)
+HEADER_SIZE = 512
+assert HEADER_STRUCT.size <= HEADER_SIZE
+
+
+def _field_offsets(fields: list[tuple[str, str]]) -> dict[str, int]:
+    offsets, fmt = {}, "<"
+    for name, code in fields:
+        offsets[name] = struct.calcsize(fmt)
+        fmt += code
+    return offsets
+
+
+HEADER_OFFSETS = _field_offsets(HEADER_FIELDS)
+STRINGS_USED_OFFSET = HEADER_OFFSETS["strings_used"]
+STATE_OFFSET = HEADER_OFFSETS["state"]
+STATE_LIVE, STATE_CLOSED = 1, 2
+
+# -------------------------------------------------------------------------------------- counters
+FD_KINDS = ["unknown", "socket", "eventfd", "epoll", "pipe", "timerfd", "file", "other"]
+
+
+class FdKind(enum.IntEnum):
+    UNKNOWN = 0
+    SOCKET = 1
+    EVENTFD = 2
+    EPOLL = 3
+    PIPE = 4
+    TIMERFD = 5
+    FILE = 6
+    OTHER = 7
+
+
+def fd_kind_code(kind: str | int) -> int:
+    if isinstance(kind, int):
+        return kind if 0 <= kind < len(FD_KINDS) else FdKind.OTHER
+    try:
+        return FD_KINDS.index(kind)
+    except ValueError:
+        return FdKind.OTHER
+
+
+COUNTERS: list[str] = [
+    "tasks_alive", "tasks_created", "steps", "slow_steps",
+    "requests_begun", "requests_done", "requests_active",
+    "loop_iterations", "io_ready", "timers_fired", "executor_pending",
+    "records_written", "strings_dropped", "fd_table_overflow",
+] + [f"fds_open_{k}" for k in FD_KINDS]
+COUNTER_INDEX = {name: i for i, name in enumerate(COUNTERS)}
+NCOUNTERS = 32                      # room to append counters without moving sections
+assert len(COUNTERS) <= NCOUNTERS
+COUNTERS_STRUCT = struct.Struct(f"<{NCOUNTERS}q")
+
+# ----------------------------------------------------------------------------------------- slots
+NSLOTS = 64
+SLOT_SIZE = 64
+SLOT_TID = 0          # kernel tid (gettid), 0: slot free
+SLOT_TASK = 8         # current task id, 0: none (between steps, or a plain callback)
+SLOT_REQUEST = 16     # current request id, 0: none
+SLOT_STEP_START = 24  # monotonic ns when the running step began, 0: not in a step
+SLOT_IDENT = 32       # threading.get_ident()
+SLOT_FMT = "<QQQQQQQQ"
+SLOT_STRUCT = struct.Struct(SLOT_FMT)
+SLOT_CURRENT = struct.Struct("<QQQ")   # task, request, step start: one store at SLOT_TASK
+
+# ------------------------------------------------------------------------------------------ ring
+RING_RECORDS = 16384
+RECORD_FMT = "<QHHIQQQqqqqqqQ"
+RECORD_STRUCT = struct.Struct(RECORD_FMT)
+RECORD_SIZE = RECORD_STRUCT.size
+assert RECORD_SIZE == 96
+RECORD_SEQ_END = RECORD_SIZE - 8
+# Names of the unpacked record tuple, in order (zip them with read_record's tuple).
+RECORD_FIELD_NAMES = ("seq", "kind", "thread", "aux", "ns", "task", "request",
+                      "a", "b", "c", "d", "e", "f", "seq_end")
+SEQ = struct.Struct("<Q")
+
+
+class Rec(enum.IntEnum):
+    TASK_CREATE = 1
+    STEP_BEGIN = 2
+    STEP_END = 3
+    TASK_DONE = 4
+    IO_REGISTER = 5
+    IO_UNREGISTER = 6
+    IO_READY = 7
+    TIMER_ADD = 8
+    TIMER_FIRE = 9
+    TIMER_CANCEL = 10
+    FD_OPEN = 11
+    FD_CLOSE = 12
+    REQUEST_BEGIN = 13
+    REQUEST_END = 14
+    LOOP_ITERATION = 15
+    EXECUTOR_SUBMIT = 16
+    EXECUTOR_DONE = 17
+    SLOW_STEP = 18
+    TASK_NAME = 19       # a task named after it was created (asyncio.create_task(name=...))
+
+
+# What aux and a..f hold for each kind; "sid:" fields are string ids. Readers name fields by this.
+RECORD_FIELDS: dict[Rec, dict[str, str]] = {
+    Rec.TASK_CREATE: {"aux": "late", "a": "parent_task", "b": "sid:name", "c": "sid:coro",
+                      "d": "sid:created_at", "e": "default_name_number", "f": "sid:coro_defined_at"},
+    Rec.STEP_BEGIN: {},
+    Rec.STEP_END: {"a": "duration_ns"},
+    Rec.TASK_DONE: {"aux": "outcome", "b": "sid:exception"},
+    Rec.IO_REGISTER: {"aux": "events", "a": "fd"},
+    Rec.IO_UNREGISTER: {"aux": "events", "a": "fd"},
+    Rec.IO_READY: {"aux": "events", "a": "fd"},
+    Rec.TIMER_ADD: {"a": "timer", "b": "when_ns", "c": "sid:callback"},
+    Rec.TIMER_FIRE: {"a": "timer"},
+    Rec.TIMER_CANCEL: {"a": "timer"},
+    Rec.FD_OPEN: {"aux": "fd_kind", "a": "fd", "b": "sid:stack", "c": "generation"},
+    Rec.FD_CLOSE: {"aux": "fd_kind", "a": "fd", "c": "generation"},
+    Rec.REQUEST_BEGIN: {"a": "parent_request", "b": "sid:name"},
+    Rec.REQUEST_END: {"aux": "failed", "a": "duration_ns"},
+    Rec.LOOP_ITERATION: {"a": "poll_ns", "b": "nevents", "c": "ncallbacks"},
+    Rec.EXECUTOR_SUBMIT: {"a": "future"},
+    Rec.EXECUTOR_DONE: {"a": "future", "b": "duration_ns"},
+    Rec.SLOW_STEP: {"a": "duration_ns", "b": "sid:stack"},
+    Rec.TASK_NAME: {"b": "sid:name"},
+}
+OUTCOMES = ["result", "exception", "cancelled"]
+NO_THREAD = 0xFFFF     # record.thread when the emitter did not look its slot up
+
+# --------------------------------------------------------------------------------------- strings
+STRINGS_SIZE = 4 << 20
+STRING_LEN = struct.Struct("<I")
+MAX_STRING = 4000      # longer strings are cut (short stacks, names)
+
+# -------------------------------------------------------------------------------------- fd table
+FD_ENTRIES = 65536
+FD_ENTRY_FMT = "<QIIQQQQQQ"
+FD_ENTRY_STRUCT = struct.Struct(FD_ENTRY_FMT)
+FD_ENTRY_SIZE = FD_ENTRY_STRUCT.size
+assert FD_ENTRY_SIZE == 64
+
+
+def _align(n: int) -> int:
+    return (n + PAGE - 1) // PAGE * PAGE
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Offsets and sizes of every section; what the header's section table holds."""
+
+    counters_off: int
+    slots_off: int
+    ring_off: int
+    ring_records: int
+    strings_off: int
+    strings_size: int
+    fds_off: int
+    fd_entries: int
+    total_size: int
+
+    @classmethod
+    def default(cls, ring_records: int = RING_RECORDS, strings_size: int = STRINGS_SIZE,
+                fd_entries: int = FD_ENTRIES) -> "Layout":
+        if ring_records & (ring_records - 1):
+            raise ValueError("ring_records must be a power of two")
+        counters_off = HEADER_SIZE
+        slots_off = _align(counters_off + NCOUNTERS * 8)
+        ring_off = _align(slots_off + NSLOTS * SLOT_SIZE)
+        strings_off = _align(ring_off + ring_records * RECORD_SIZE)
+        fds_off = _align(strings_off + strings_size)
+        total = _align(fds_off + fd_entries * FD_ENTRY_SIZE)
+        return cls(counters_off, slots_off, ring_off, ring_records, strings_off, strings_size,
+                   fds_off, fd_entries, total)
+
+    def slot_offset(self, i: int) -> int:
+        return self.slots_off + i * SLOT_SIZE
+
+    def record_offset(self, seq: int) -> int:
+        return self.ring_off + ((seq - 1) & (self.ring_records - 1)) * RECORD_SIZE
+
+    def fd_offset(self, fd: int) -> int:
+        return self.fds_off + fd * FD_ENTRY_SIZE
+
+
+DEFAULT_LAYOUT = Layout.default()
+
+
+def slot_offset(i: int, layout: Layout = DEFAULT_LAYOUT) -> int:
+    """Offset of thread slot ``i`` from the start of the mapping (for the eBPF reader)."""
+    return layout.slot_offset(i)
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat (start time in clock ticks since boot), None if no such pid."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+    rest = data[data.rindex(b")") + 2:].split()
+    return int(rest[22 - 3])
+
+
+# ---------------------------------------------------------------------------------------- header
+@dataclass(frozen=True)
+class Header:
+    version: int
+    pid: int
+    start_ticks: int
+    created_unix_ns: int
+    state: int
+    layout: Layout
+    strings_used: int
+    loop_kind: str
+    slow_step_ns: int
+
+
+class ProbeFormatError(Exception):
+    """The bytes are not a probe file this code can read (bad magic, version, or sizes)."""
+
+
+def parse_header(buf) -> Header:
+    if len(buf) < HEADER_STRUCT.size:
+        raise ProbeFormatError("file too short for a probe header")
+    v = dict(zip([n for n, _ in HEADER_FIELDS], HEADER_STRUCT.unpack_from(buf, 0)))
+    if v["magic"] != MAGIC:
+        raise ProbeFormatError("not a coroscope probe file (bad magic)")
+    if v["version"] != VERSION:
+        raise ProbeFormatError(f"probe file version {v['version']}, this coroscope reads {VERSION}")
+    if (v["record_size"] != RECORD_SIZE or v["slot_size"] != SLOT_SIZE
+            or v["fd_entry_size"] != FD_ENTRY_SIZE or v["total_size"] > len(buf)
+            or v["ring_records"] == 0 or v["ring_records"] & (v["ring_records"] - 1)):
+        raise ProbeFormatError("probe file sections do not match its header")
+    layout = Layout(v["counters_off"], v["slots_off"], v["ring_off"], v["ring_records"],
+                    v["strings_off"], v["strings_size"], v["fds_off"], v["fd_entries"],
+                    v["total_size"])
+    return Header(v["version"], v["pid"], v["start_ticks"], v["created_unix_ns"], v["state"],
+                  layout, v["strings_used"], v["loop_kind"].rstrip(b"\0").decode(),
+                  v["slow_step_ns"])
+
+
+# ---------------------------------------------------------------------------- reading primitives
+# Used by diag.probe (and by anyone who maps the file). They only load from the mapping.
+
+READ_OK, READ_NOT_YET, READ_LOST, READ_TORN = range(4)
+
+
+def read_record(buf, layout: Layout, seq: int):
+    """(status, fields) for record ``seq``: READ_OK with the unpacked tuple; READ_NOT_YET (not
+    written yet); READ_LOST (overwritten by a later lap, or never to be seen: the writer is a
+    full lap past it); READ_TORN (being written right now: try again)."""
+    off = layout.record_offset(seq)
+    end = SEQ.unpack_from(buf, off + RECORD_SEQ_END)[0]
+    if end == seq:
+        fields = RECORD_STRUCT.unpack_from(buf, off)
+        begin = SEQ.unpack_from(buf, off)[0]
+        if begin == seq and fields[0] == seq and fields[-1] == seq:
+            return READ_OK, fields
+        return (READ_LOST if begin > seq else READ_TORN), None
+    if end > seq:
+        return READ_LOST, None
+    begin = SEQ.unpack_from(buf, off)[0]
+    if begin > seq:            # a later lap is being written over an older record
+        return READ_LOST, None
+    if begin == seq:
+        return READ_TORN, None
+    # Not there. If the next entry already holds a record a whole lap newer, this one's place was
+    # reused after it: it is lost (a writer thread delayed it, see the module's essay).
+    nxt = layout.record_offset(seq + 1) + RECORD_SEQ_END
+    if SEQ.unpack_from(buf, nxt)[0] > seq + layout.ring_records:
+        return READ_LOST, None
+    return READ_NOT_YET, None
+
+
+def read_string(buf, layout: Layout, sid: int) -> str:
+    if sid <= 0 or sid + 4 > layout.strings_size:
+        return ""
+    off = layout.strings_off + sid
+    (n,) = STRING_LEN.unpack_from(buf, off)
+    if sid + 4 + n > layout.strings_size:
+        return ""
+    return bytes(buf[off + 4:off + 4 + n]).decode("utf-8", "replace")
+
+
+def read_counters(buf, layout: Layout) -> dict[str, int]:
+    values = COUNTERS_STRUCT.unpack_from(buf, layout.counters_off)
+    return {name: values[i] for i, name in enumerate(COUNTERS)}
+
+
+def read_slots(buf, layout: Layout) -> list[tuple[int, ...]]:
+    """(index, tid, task, request, step_start_ns, ident, steps) of every used slot."""
+    out = []
+    for i in range(NSLOTS):
+        v = SLOT_STRUCT.unpack_from(buf, layout.slot_offset(i))
+        if v[0]:
+            out.append((i,) + v[:6])
+    return out
+
+
+def read_fd_entry(buf, layout: Layout, fd: int):
+    """The fd table entry (ver, kind, state, generation, task, request, stack_sid, opened_ns) of
+    ``fd``, or None if never written or caught mid-write twice."""
+    if not 0 <= fd < layout.fd_entries:
+        return None
+    off = layout.fd_offset(fd)
+    for _ in range(2):
+        end = SEQ.unpack_from(buf, off + FD_ENTRY_SIZE - 8)[0]
+        if end == 0:
+            return None
+        v = FD_ENTRY_STRUCT.unpack_from(buf, off)
+        begin = SEQ.unpack_from(buf, off)[0]
+        if begin == end == v[0] == v[-1]:
+            return v[:-1]
+    return None
+
+
+# ---------------------------------------------------------------------------------------- writer
+class ProbeWriter:
+    """Creates the probe file of this process and writes into it; only stores, no syscalls,
+    after ``create``. ``emit`` takes no lock (see the module's essay); strings and the fd
+    table, written rarely, take ``_lock``."""
+
+    def __init__(self, path: str, mm: mmap.mmap, layout: Layout, pid: int):
+        self.path = path
+        self.mm = mm
+        self.layout = layout
+        self.pid = pid
+        self._inode = os.stat(path).st_ino
+        self._lock = threading.Lock()
+        self._seq_counter = itertools.count(1)       # next sequence number; atomic under the GIL
+        self.emit = self._make_emit()
+        self._strings: dict[str, int] = {"": 0}
+        self._strings_used = 4                       # entry 0 is the empty string
+        # The live counters and the slot table, as 8-byte integers stored straight into the
+        # mapping: counters[i] += 1 is the whole cost of keeping a counter current.
+        view = memoryview(mm)
+        self.counters = view[layout.counters_off:layout.counters_off + NCOUNTERS * 8].cast("q")
+        self.slot_words = view[layout.slots_off:layout.slots_off + NSLOTS * SLOT_SIZE].cast("Q")
+        self._views = (view, self.counters, self.slot_words)
+        self._slot_lock = threading.Lock()
+        self._slot_of_ident: dict[int, int] = {}
+        self._fd_versions: dict[int, int] = {}
+        self._fd_generations: dict[int, int] = {}
+        self.closed = False
+
+    # ------------------------------------------------------------------ creation and removal
+    @classmethod
+    def create(cls, pid: int | None = None, *, loop_kind: str = "runtime",
+               slow_step_ns: int = 100_000_000, layout: Layout | None = None,
+               path: str | None = None) -> "ProbeWriter":
+        """Create (or replace a stale) probe file for ``pid`` and map it. The file is built
+        under a temporary name and renamed into place, so a reader never sees it half made."""
+        import platform
+        if platform.machine() not in ("x86_64", "AMD64", "i686", "i386"):
+            raise RuntimeError("the probe file's lock-free protocol relies on x86 store order")
+        pid = os.getpid() if pid is None else pid
+        layout = layout or DEFAULT_LAYOUT
+        path = path or probe_path(pid)
+        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.ftruncate(fd, layout.total_size)
+            mm = mmap.mmap(fd, layout.total_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        finally:
+            os.close(fd)
+        HEADER_STRUCT.pack_into(
+            mm, 0, MAGIC, VERSION, HEADER_SIZE, pid, process_start_ticks(pid) or 0,
+            time.time_ns(), STATE_LIVE, layout.counters_off, NCOUNTERS, layout.slots_off,
+            NSLOTS, SLOT_SIZE, layout.ring_off, layout.ring_records, RECORD_SIZE,
+            layout.strings_off, layout.strings_size, 4, layout.fds_off, layout.fd_entries,
+            FD_ENTRY_SIZE, layout.total_size, loop_kind.encode()[:16], slow_step_ns)
+        os.replace(tmp, path)        # replaces a stale file of an earlier process with our pid
+        return cls(path, mm, layout, pid)
+
+    def close(self, unlink: bool = True) -> None:
+        """Flush, mark the file closed, and remove it (a reader that has it mapped keeps it)."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.flush_counters()
+            SEQ.pack_into(self.mm, STATE_OFFSET, STATE_CLOSED)
+        except ValueError:
+            pass
+        for view in reversed(self._views):
+            view.release()
+        if unlink:
+            try:
+                if os.stat(self.path).st_ino == self._inode:
+                    os.unlink(self.path)
+            except OSError:
+                pass
+        try:
+            self.mm.close()
+        except BufferError:
+            pass
+
+    def detach(self) -> None:
+        """Unmap without writing anything (a forked child leaving its parent's file alone)."""
+        self.closed = True
+        for view in reversed(self._views):
+            view.release()
+        self.mm.close()
+
+    # ------------------------------------------------------------------------------- records
+    def _make_emit(self):
+        """``emit(kind, thread, aux, task, request, ns, a=0, ..., f=0)``: store one record.
+        A closure over locals, because this is the one function every tracepoint calls."""
+        mm, pack, next_seq = self.mm, RECORD_STRUCT.pack_into, self._seq_counter.__next__
+        ring_off, mask = self.layout.ring_off, self.layout.ring_records - 1
+
+        def emit(kind, thread, aux, task, request, ns, a=0, b=0, c=0, d=0, e=0, f=0):
+            seq = next_seq()
+            pack(mm, ring_off + ((seq - 1) & mask) * 96, seq, kind, thread, aux, ns, task,
+                 request, a, b, c, d, e, f, seq)
+        assert RECORD_SIZE == 96
+        return emit
+
+    @property
+    def records_written(self) -> int:
+        """Sequence numbers handed out so far (records written or being written)."""
+        return int(repr(self._seq_counter)[6:-1]) - 1     # "count(N)": N is the next one
+
+    # ------------------------------------------------------------------------------- strings
+    def intern(self, text: str) -> int:
+        """The string id of ``text``, appending it to the table the first time."""
+        sid = self._strings.get(text)
+        if sid is not None:
+            return sid
+        data = text.encode("utf-8", "replace")[:MAX_STRING]
+        with self._lock:
+            sid = self._strings.get(text)
+            if sid is not None:
+                return sid
+            used = self._strings_used
+            if used + 4 + len(data) > self.layout.strings_size:
+                self.counters[COUNTER_INDEX["strings_dropped"]] += 1
+                return 0
+            off = self.layout.strings_off + used
+            self.mm[off + 4:off + 4 + len(data)] = data      # bytes before the length
+            STRING_LEN.pack_into(self.mm, off, len(data))
+            self._strings_used = used + 4 + len(data)
+            SEQ.pack_into(self.mm, STRINGS_USED_OFFSET, self._strings_used)
+            self._strings[text] = used
+            return used
+
+    # --------------------------------------------------------------------------- thread slots
+    def thread_slot(self, ident: int | None = None) -> int:
+        """The slot index of the calling thread, claiming one the first time (this first call
+        makes the one gettid syscall; later ones are a dict lookup). NO_THREAD if all are used."""
+        ident = threading.get_ident() if ident is None else ident
+        slot = self._slot_of_ident.get(ident)
+        if slot is not None:
+            return slot
+        with self._slot_lock:
+            tid = threading.get_native_id()
+            live_tids = None
+            for i in range(NSLOTS):
+                off = self.layout.slot_offset(i)
+                used_tid = SEQ.unpack_from(self.mm, off)[0]
+                if used_tid:
+                    if live_tids is None:
+                        live_tids = set(_thread_ids(self.pid))
+                    if used_tid in live_tids:
+                        continue
+                    self._slot_of_ident = {k: v for k, v in self._slot_of_ident.items() if v != i}
+                SLOT_STRUCT.pack_into(self.mm, off, tid, 0, 0, 0, ident, 0, 0, 0)
+                self._slot_of_ident[ident] = i
+                return i
+        return NO_THREAD
+
+    def slot_offset(self, slot: int) -> int:
+        return self.layout.slot_offset(slot)
+
+    def set_current(self, slot: int, task: int, request: int, step_start_ns: int = 0) -> None:
+        if slot != NO_THREAD:
+            words, base = self.slot_words, slot * (SLOT_SIZE // 8)
+            words[base + 1] = task
+            words[base + 2] = request
+            words[base + 3] = step_start_ns
+
+    # ------------------------------------------------------------------------------ counters
+    def flush_counters(self) -> None:
+        """Refresh ``records_written`` (the other counters are always current)."""
+        self.counters[COUNTER_INDEX["records_written"]] = self.records_written
+
+    # ------------------------------------------------------------------------------ fd table
+    def fd_table_set(self, fd: int, kind: int, is_open: bool, task: int = 0, request: int = 0,
+                     stack_sid: int = 0) -> int:
+        """Record the open (or close) of ``fd`` in the fd table; returns its generation."""
+        with self._lock:
+            gen = self._fd_generations.get(fd, 0)
+            if is_open:
+                gen += 1
+                self._fd_generations[fd] = gen
+            if not 0 <= fd < self.layout.fd_entries:
+                self.counters[COUNTER_INDEX["fd_table_overflow"]] += is_open
+                return gen
+            ver = self._fd_versions.get(fd, 0) + 1
+            self._fd_versions[fd] = ver
+            off = self.layout.fd_offset(fd)
+            if is_open:
+                FD_ENTRY_STRUCT.pack_into(self.mm, off, ver, kind, 1, gen, task, request,
+                                          stack_sid, time.monotonic_ns(), ver)
+            else:      # keep who opened it; only the state and version change
+                old = FD_ENTRY_STRUCT.unpack_from(self.mm, off)
+                FD_ENTRY_STRUCT.pack_into(self.mm, off, ver, old[1], 0, old[3], old[4], old[5],
+                                          old[6], old[7], ver)
+            return gen
+
+    def fd_kind_of(self, fd: int) -> int:
+        if 0 <= fd < self.layout.fd_entries:
+            v = FD_ENTRY_STRUCT.unpack_from(self.mm, self.layout.fd_offset(fd))
+            if v[2] == 1:
+                return v[1]
+        return -1
+
+
+def _thread_ids(pid: int) -> list[int]:
+    try:
+        return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return []
+
+
+__all__ = [name for name in dir(sys.modules[__name__]) if not name.startswith("_")]

@@ -1,0 +1,200 @@
+"""The syscall counter on real processes: exact counts with eBPF, the ptrace fallback as a plain
+user, the ASGI middleware under uvicorn, and targets that go away or publish no probe file."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.capabilities import require, run
+
+ROOT = Path(__file__).resolve().parents[2]
+PY = sys.executable
+COROSCOPE = [PY, "-m", "diag.cli", "syscalls"]
+
+
+def _syscalls(*args, timeout=90, **kw):
+    return run([*COROSCOPE, *args], timeout=timeout, cwd=ROOT, **kw)
+
+
+@pytest.mark.parametrize("loop", ["runtime", "asyncio", "uvloop"])
+def test_exact_counts_per_request_with_bpf(tmp_path, loop):
+    require("bcc")
+    out = tmp_path / "r.json"
+    r = _syscalls("--loop", loop, "--json", str(out), "--", PY, "examples/syscall_exact.py",
+                  "--requests", "100", "--tasks", "10")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(out.read_text())
+    assert rep["backend"] == "bpf" and rep["by"] == "request" and rep["loop"] == loop
+    assert rep["requests"] == 100
+    by_name = rep["per_request"]["by_name"]
+    assert set(by_name) == {"getppid", "write"}, by_name     # nothing else inside a request
+    assert by_name["getppid"]["mean"] == 3 and by_name["getppid"]["max"] == 3
+    assert by_name["write"]["mean"] == 1
+    total = rep["per_request"]["total"]
+    assert (total["mean"], total["p50"], total["p99"], total["max"]) == (4, 4, 4, 4)
+    top = rep["top_requests"]
+    assert len(top) == 5 and all(t["sequence"] == ["getppid"] * 3 + ["write"] for t in top)
+    assert all(t["name"] == "exact" for t in top)
+    assert "most expensive requests" in r.stdout
+
+
+def test_asgi_middleware_under_uvicorn(tmp_path):
+    require("bcc")
+    out = tmp_path / "r.json"
+    r = _syscalls("--loop", "runtime", "--json", str(out), "--", PY, "examples/asgi_app.py", "--requests", "30")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(out.read_text())
+    assert rep["requests"] == 30
+    by_name = rep["per_request"]["by_name"]
+    assert by_name["getppid"]["mean"] == 2 and by_name["getppid"]["max"] == 2
+    assert by_name["write"]["mean"] == 1
+    assert {t["name"] for t in rep["top_requests"]} == {"GET /work"}
+
+
+def test_ptrace_fallback_as_a_plain_user_is_exact_per_thread():
+    require("root", "strace")        # root only to become "nobody" for the test
+    import shutil
+    import tempfile
+
+    shared = Path(tempfile.mkdtemp(prefix="coroscope-ptrace-"))   # pytest's tmp_path is root-only
+    os.chmod(shared, 0o777)
+    out = shared / "r.json"
+    prog = ("import os, threading\n"
+            "def f():\n    for _ in range(77): os.getppid()\n"
+            "t = threading.Thread(target=f, name='worker'); t.start(); t.join()\n"
+            "for _ in range(5): os.getppid()\n")
+    target_python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else PY
+    r = run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+             "--bounding-set=-all", *COROSCOPE, "--json", str(out), "--", target_python, "-c", prog],
+            timeout=90, cwd=ROOT)
+    rep = json.loads(out.read_text()) if out.exists() else None
+    shutil.rmtree(shared)
+    assert r.returncode == 0, r.stderr
+    assert "not root: eBPF needs root; using the ptrace backend" in r.stderr
+    assert rep["backend"] == "ptrace" and rep["by"] == "thread" and rep["per_request"] is None
+    assert "sees threads, not requests or tasks" in rep["cannot_attribute"]
+    getppid = sorted(b["by_name"].get("getppid", 0) for b in rep["buckets"])
+    assert getppid[-2:] == [5, 77]
+    assert {r["name"]: r["calls"] for r in rep["names"]}["getppid"] == 82
+
+
+def _sleeper(code: str) -> subprocess.Popen:
+    p = subprocess.Popen([PY, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "ready"
+    return p
+
+
+def test_no_probe_file_falls_back_to_threads_and_target_exit_keeps_counts(tmp_path):
+    require("bcc")
+    # A Python process without tracing: no probe file. It exits by itself mid-run.
+    p = _sleeper("import os, time\nprint('ready', flush=True)\n"
+                 "t = time.time()\nwhile time.time() - t < 2.5:\n    os.getppid(); time.sleep(0.001)\n")
+    out = tmp_path / "r.json"
+    try:
+        r = _syscalls("--pid", str(p.pid), "--duration", "20", "--json", str(out))
+    finally:
+        p.kill()
+        p.wait()
+    assert r.returncode == 0, r.stderr
+    assert "publishes no probe file" in r.stderr and "counting per thread instead" in r.stderr
+    assert f"pid {p.pid} exited after" in r.stderr
+    rep = json.loads(out.read_text())
+    assert rep["by"] == "thread" and rep["complete"] is False
+    assert {n["name"]: n["calls"] for n in rep["names"]}["getppid"] > 100
+
+
+def test_attach_by_pid_to_a_traced_process(tmp_path):
+    require("bcc")
+    from diag.bootstrap import target_environment
+
+    go = tmp_path / "go"
+    env = target_environment(loop="runtime", trace=True)
+    p = subprocess.Popen([PY, "examples/syscall_exact.py", "--requests", "60", "--tasks", "6",
+                          "--start-delay", "0", "--go-file", str(go)], cwd=ROOT, env=env,
+                         stdout=subprocess.DEVNULL)
+    out = tmp_path / "r.json"
+    try:
+        deadline = time.monotonic() + 10
+        while not os.path.exists(f"/dev/shm/coroscope-{p.pid}.probe") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        c = subprocess.Popen([*COROSCOPE, "--pid", str(p.pid), "--duration", "30", "--json", str(out)],
+                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        first = c.stderr.readline()                 # "counting syscalls of pid N ...": attached
+        assert first.startswith(f"coroscope: counting syscalls of pid {p.pid} by request (bpf)"), first
+        time.sleep(0.2)                             # a few slot refreshes
+        go.touch()
+        stdout, rest = c.communicate(timeout=60)
+    finally:
+        p.kill()
+        p.wait()
+    assert c.returncode == 0, rest
+    assert f"pid {p.pid} exited after" in rest
+    rep = json.loads(out.read_text())
+    assert rep["backend"] == "bpf" and rep["by"] == "request" and rep["loop"] == "runtime"
+    assert rep["requests"] == 60
+    assert rep["per_request"]["by_name"]["getppid"]["mean"] == 3
+    assert rep["per_request"]["total"]["max"] == 4
+    assert rep["complete"] is False          # it exited before --duration ended; counts were kept
+
+
+def test_bpf_backend_asked_for_without_root_is_one_line():
+    require("root")
+    r = run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+             "--bounding-set=-all", *COROSCOPE, "--backend", "bpf", "--", "true"], timeout=60, cwd=ROOT)
+    assert r.returncode == 2
+    assert r.stderr.strip() == "coroscope: error: the bpf backend cannot run: not root: eBPF needs root"
+
+
+def test_compare_loops_on_echo_names_asyncio_allocation_churn(tmp_path):
+    require("bcc")
+    out = tmp_path / "cmp.json"
+    r = _syscalls("--compare", "asyncio,runtime", "--json", str(out), "--", PY, "examples/syscall_echo.py",
+                  "--seconds", "0.7", "--connections", "4", "--start-delay", "0.1", timeout=120)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(out.read_text())
+
+    def churn(loop):
+        names = {n["name"]: n["steady_calls"] for n in rep[loop]["names"]}
+        return sum(names.get(n, 0) for n in ("mmap", "mremap", "munmap")) / rep[loop]["requests"]
+
+    summary = {loop: (rep[loop].get("requests"), rep[loop].get("error")) for loop in rep}
+    assert rep["asyncio"]["requests"] > 100 and rep["runtime"]["requests"] > 100, summary
+    assert churn("asyncio") >= 2.9, summary   # mmap + mremap + munmap for every recv(262144)
+    assert churn("runtime") < 0.1, summary
+    hints = {h["pattern"]: h["message"] for h in rep["asyncio"]["hints"]}
+    assert "recvfrom(262144)" in hints["allocation-churn"] and "mmap threshold" in hints["allocation-churn"]
+    assert "allocation-churn" not in {h["pattern"] for h in rep["runtime"]["hints"]}
+    assert "syscalls per request, by event loop" in r.stdout
+
+
+def test_exact_counts_per_task(tmp_path):
+    require("bcc")
+    out = tmp_path / "r.json"
+    r = _syscalls("--by", "task", "--loop", "runtime", "--json", str(out), "--", PY, "examples/syscall_exact.py",
+                  "--requests", "20", "--tasks", "4")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(out.read_text())
+    assert rep["by"] == "task" and rep["per_request"] is None
+    workers = [b for b in rep["buckets"] if b["kind"] == "task" and "(worker)" in b["name"]]
+    assert len(workers) == 4
+    assert all(b["by_name"] == {"getppid": 15, "write": 5} for b in workers), workers
+
+
+def test_ptrace_backend_amortizes_over_requests_from_the_probe_file(tmp_path):
+    require("strace", "ptrace")
+    out = tmp_path / "r.json"
+    r = _syscalls("--backend", "ptrace", "--loop", "runtime", "--json", str(out), "--", PY,
+                  "examples/syscall_exact.py", "--requests", "50", "--tasks", "5")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(out.read_text())
+    assert rep["backend"] == "ptrace" and rep["per_request"] is None
+    assert rep["requests"] == 50, (r.stderr, rep["notes"])  # requests done, from the probe file
+    calls = {n["name"]: n for n in rep["names"]}
+    assert calls["getppid"]["calls"] == 150 and calls["getppid"]["amortized"] == 3
+    assert rep["amortized_per_request"] == rep["total_calls"] / 50

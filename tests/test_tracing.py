@@ -1,0 +1,162 @@
+"""Requests (ids through contextvars, per data_received), the thread slot seen from outside while
+a step runs, and tracing's on/off/fork life cycle. Tracing-on cases run in child processes:
+TRACE is process-wide and the test process must stay untraced."""
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+
+import runtime
+from diag.probe import ProbeReader
+from runtime.requests import current_request, per_data_received, request
+
+PY = sys.executable
+
+
+def test_request_id_follows_into_child_tasks():
+    seen = {}
+
+    async def child(tag):
+        await asyncio.sleep(0)
+        seen[tag] = current_request()
+
+    async def main():
+        assert current_request() == 0
+        with request("outer") as outer:
+            await asyncio.gather(child("a"), asyncio.create_task(child("b")))
+            with request("inner") as inner:
+                await asyncio.create_task(child("c"))
+            seen["after_inner"] = current_request()
+        seen["outside"] = current_request()
+        return outer.id, inner.id
+
+    outer_id, inner_id = runtime.run(main())
+    assert outer_id and inner_id and outer_id != inner_id
+    assert seen == {"a": outer_id, "b": outer_id, "c": inner_id, "after_inner": outer_id,
+                    "outside": 0}
+
+
+def test_request_as_decorator_gives_one_request_per_call():
+    @request("handler")
+    async def handler():
+        await asyncio.sleep(0)
+        return current_request()
+
+    @request("sync")
+    def sync_handler():
+        return current_request()
+
+    async def main():
+        return [await handler() for _ in range(3)] + [sync_handler()]
+
+    ids = runtime.run(main())
+    assert len(set(ids)) == 4 and 0 not in ids
+    assert current_request() == 0
+
+
+def test_per_data_received_makes_each_call_one_request():
+    seen = []
+
+    class Echo(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            seen.append(current_request())
+            self.transport.write(data)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(per_data_received(Echo), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for _ in range(5):                 # wait for each echo: one data_received per message
+            writer.write(b"x\n")
+            await reader.readline()
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+
+    runtime.run(main())
+    assert len(seen) == 5 and len(set(seen)) == 5 and 0 not in seen
+
+
+SLOT_TARGET = textwrap.dedent("""
+    import asyncio, sys, threading
+    import runtime
+    from runtime import tracing
+    tracing.enable()
+
+    async def blocked():
+        print("in-step", flush=True)
+        sys.stdin.readline()          # blocks inside the step until the test has looked
+        await asyncio.sleep(0)
+
+    async def main():
+        with runtime.request("watched") as req:
+            task = asyncio.create_task(blocked(), name="blocked")
+            await task
+        print(req.id, flush=True)
+        sys.stdin.readline()
+
+    runtime.run(main())
+""")
+
+
+def test_thread_slot_shows_the_running_task_and_request_from_outside():
+    proc = subprocess.Popen([PY, "-c", SLOT_TARGET], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout.readline().strip() == "in-step"
+        with ProbeReader.attach(proc.pid) as reader:
+            threads = reader.threads()
+            records = reader.poll()
+            proc.stdin.write("\n")
+            proc.stdin.flush()
+            request_id = int(proc.stdout.readline())
+            after = reader.threads()
+        named = {r.task for r in records if r.kind == "task_name" and r.fields["name"] == "blocked"}
+        assert len(threads) == 1 and threads[0].tid == proc.pid
+        assert {threads[0].task} == named
+        assert threads[0].request == request_id
+        assert threads[0].step_running_ns > 0
+        # Now main's step blocks (outside the request): the slot says so.
+        main = [r.task for r in records if r.kind == "task_create" and r.fields["coro"] == "main"]
+        assert (after[0].task, after[0].request) == (main[0], 0) and after[0].step_running_ns > 0
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=10)
+
+
+FORK_TARGET = textwrap.dedent("""
+    import os, sys
+    from runtime import probefile as pf, tracing
+    parent = tracing.enable()
+    pid = os.fork()
+    if pid == 0:
+        mine = tracing.writer().path
+        ok = mine == pf.probe_path(os.getpid()) and os.path.exists(parent)
+        tracing.disable()
+        os._exit(0 if ok and not os.path.exists(mine) else 1)
+    _, status = os.waitpid(pid, 0)
+    print(os.waitstatus_to_exitcode(status), os.path.exists(parent), tracing.enable() == parent)
+    tracing.disable()
+    print(os.path.exists(parent))
+""")
+
+
+def test_fork_gets_its_own_probe_file_and_disable_removes_it():
+    out = subprocess.run([PY, "-c", FORK_TARGET], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0", "True", "True", "False"]
+
+
+def test_enable_from_env_only_when_asked():
+    code = "from runtime import tracing; print(tracing.enable_from_env() is not None, tracing.TRACE.on)"
+    for value, expected in (("1", "True True"), ("", "False False"), ("0", "False False")):
+        out = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=30,
+                             env={**__import__("os").environ, "COROSCOPE_TRACE": value})
+        assert out.stdout.strip() == expected, out.stderr
