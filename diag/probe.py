@@ -59,6 +59,7 @@ class ProbeReader:
         self.layout = self.header.layout
         self.next_seq = 1
         self.lost = 0
+        self.target_gone = False       # set by follow() when the process died without closing
         self._strings: dict[int, str] = {}
 
     # ------------------------------------------------------------------------------ attaching
@@ -161,11 +162,17 @@ class ProbeReader:
         """Yield records as they come, until ``duration`` passes, ``stop()`` is true, or the
         writer closes the file (then the rest is drained)."""
         deadline = None if duration is None else time.monotonic() + duration
+        idle = 0
         while True:
             batch = self.poll()
             yield from batch
             if not batch:
+                idle += 1
                 if self.writer_closed() or (stop is not None and stop()):
+                    yield from self.poll()
+                    return
+                if self.pid and idle % 20 == 0 and is_stale(self.header):
+                    self.target_gone = True          # killed: it never closed the file
                     yield from self.poll()
                     return
                 if deadline is not None and time.monotonic() >= deadline:

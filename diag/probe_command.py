@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import sys
 
-from .errors import CoroscopeError
+from .errors import CoroscopeError, TargetGone
 from .model.base import to_jsonable, write_json_atomic
 from .model.probe import ProbeRecord, ProbeSnapshot
+from runtime.probefile import Rec
+
 from .probe import ProbeReader, remove_stale_files
 
 
@@ -77,7 +79,7 @@ def main(args) -> int:
         raise CoroscopeError("give the pid of a traced process (or --clean-stale)")
     reader = ProbeReader.attach(args.pid, from_start=not args.new)
     kinds = set(args.kind)
-    unknown = kinds - {k.name.lower() for k in __import__("runtime.probefile", fromlist=["Rec"]).Rec}
+    unknown = kinds - {k.name.lower() for k in Rec}
     if unknown:
         raise CoroscopeError(f"unknown record kind {sorted(unknown)[0]!r}")
     out = sys.stdout
@@ -127,4 +129,6 @@ def main(args) -> int:
             print(f"records lost (overwritten before read): {reader.lost}", file=out)
     finally:
         reader.close()
+    if reader.target_gone:
+        raise TargetGone(f"process {args.pid} died while being followed (records above are all it published)")
     return 0

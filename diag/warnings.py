@@ -54,8 +54,10 @@ def blocked_loop(snap: LiveSnapshot, threshold_ms: float = 100.0) -> list[Findin
         if ms < threshold_ms:
             continue
         where = user_frame(step.stack)
+        # task 0: a plain callback (data_received, call_soon), not a task step
+        subject = _label(step.task_id, step.task_name, step.coro) if step.task_id else "a callback"
         findings.append(Finding(
-            "blocked-loop", "error", _label(step.task_id, step.task_name, step.coro),
+            "blocked-loop", "error", subject,
             f"a step took {ms:.0f} ms and blocked the loop (threshold {threshold_ms:.0f} ms), "
             f"at {where}",
             list(step.stack)))

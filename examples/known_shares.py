@@ -47,6 +47,12 @@ def g() -> None:
     truth["g_cpu"] += _burn(G_MS)
 
 
+def set_work(f_ms: float, g_ms: float) -> None:
+    """Change the split (a "regression" for trying ``coroscope flame diff``)."""
+    global F_MS, G_MS
+    F_MS, G_MS = f_ms, g_ms
+
+
 def other_work() -> None:
     truth["other_cpu"] += _burn(OTHER_MS)
 
@@ -96,7 +102,10 @@ def cli(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--truth", help="write the measured truth (JSON) here at exit")
+    parser.add_argument("--f-ms", type=float, default=F_MS, help="CPU ms in f per round (7)")
+    parser.add_argument("--g-ms", type=float, default=G_MS, help="CPU ms in g per round (2)")
     args = parser.parse_args(argv)
+    set_work(args.f_ms, args.g_ms)
     asyncio.run(main(args.duration))
     if args.truth:
         with open(args.truth, "w") as out:

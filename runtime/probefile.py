@@ -47,8 +47,9 @@ Layout, version 1 (``VERSION``). All integers little-endian; every section start
 
 Consistency without locks (the seqlock rule, for ring records and fd entries)
 -----------------------------------------------------------------------------
-The writer stores a whole record with one ``pack_into`` call, which stores the fields in order
-(one packer call per field): seq_begin first, seq_end last. x86-64 keeps stores in program order
+The writer stores a whole record with one ``pack_into`` call. CPython's pack_into zero-fills
+the 96 bytes first (memset, whose first store covers seq_begin) and then stores the fields in
+order (one packer call per field): seq_begin first, seq_end last. x86-64 keeps stores in program order
 as seen by other CPUs (TSO), and loads in order too. A reader therefore reads seq_end, then the
 record, then seq_begin again, and accepts the copy only if all three equal the sequence it
 expected: a later writer of the same entry stores its seq_begin before any of its payload, so a
@@ -75,7 +76,6 @@ import itertools
 import mmap
 import os
 import struct
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -165,8 +165,9 @@ def fd_kind_code(kind: str | int) -> int:
 COUNTERS: list[str] = [
     "tasks_alive", "tasks_created", "steps", "slow_steps",
     "requests_begun", "requests_done", "requests_active",
-    "loop_iterations", "io_ready", "timers_fired", "executor_pending",
-    "records_written", "strings_dropped", "fd_table_overflow",
+    # these three are adjacent: the loop-iteration tracepoint stores them with one pack
+    "loop_iterations", "io_ready", "records_written",
+    "timers_fired", "executor_pending", "strings_dropped", "fd_table_overflow",
 ] + [f"fds_open_{k}" for k in FD_KINDS]
 COUNTER_INDEX = {name: i for i, name in enumerate(COUNTERS)}
 NCOUNTERS = 32                      # room to append counters without moving sections
@@ -192,6 +193,10 @@ RECORD_STRUCT = struct.Struct(RECORD_FMT)
 RECORD_SIZE = RECORD_STRUCT.size
 assert RECORD_SIZE == 96
 RECORD_SEQ_END = RECORD_SIZE - 8
+# The writer's view of the same 96 bytes: kind (u16), thread (u16) and aux (u32) stored as one
+# little-endian u64, kind | thread << 16 | aux << 32, so a record is one pack of 12 words.
+RECORD_WORDS_STRUCT = struct.Struct("<QQQQQqqqqqqQ")
+assert RECORD_WORDS_STRUCT.size == RECORD_SIZE
 # Names of the unpacked record tuple, in order (zip them with read_record's tuple).
 RECORD_FIELD_NAMES = ("seq", "kind", "thread", "aux", "ns", "task", "request",
                       "a", "b", "c", "d", "e", "f", "seq_end")
@@ -229,7 +234,7 @@ RECORD_FIELDS: dict[Rec, dict[str, str]] = {
     Rec.TASK_DONE: {"aux": "outcome", "b": "sid:exception"},
     Rec.IO_REGISTER: {"aux": "events", "a": "fd"},
     Rec.IO_UNREGISTER: {"aux": "events", "a": "fd"},
-    Rec.IO_READY: {"aux": "events", "a": "fd"},
+    Rec.IO_READY: {"aux": "events", "a": "fd"},   # ns: when the poll's first event was recorded
     Rec.TIMER_ADD: {"a": "timer", "b": "when_ns", "c": "sid:callback"},
     Rec.TIMER_FIRE: {"a": "timer"},
     Rec.TIMER_CANCEL: {"a": "timer"},
@@ -526,20 +531,20 @@ class ProbeWriter:
     def _make_emit(self):
         """``emit(kind, thread, aux, task, request, ns, a=0, ..., f=0)``: store one record.
         A closure over locals, because this is the one function every tracepoint calls."""
-        mm, pack, next_seq = self.mm, RECORD_STRUCT.pack_into, self._seq_counter.__next__
+        mm, pack, next_seq = self.mm, RECORD_WORDS_STRUCT.pack_into, self._seq_counter.__next__
         ring_off, mask = self.layout.ring_off, self.layout.ring_records - 1
 
         def emit(kind, thread, aux, task, request, ns, a=0, b=0, c=0, d=0, e=0, f=0):
             seq = next_seq()
-            pack(mm, ring_off + ((seq - 1) & mask) * 96, seq, kind, thread, aux, ns, task,
-                 request, a, b, c, d, e, f, seq)
+            pack(mm, ring_off + ((seq - 1) & mask) * 96, seq, kind | thread << 16 | aux << 32,
+                 ns, task, request, a, b, c, d, e, f, seq)
         assert RECORD_SIZE == 96
         return emit
 
     @property
     def records_written(self) -> int:
         """Sequence numbers handed out so far (records written or being written)."""
-        return int(repr(self._seq_counter)[6:-1]) - 1     # "count(N)": N is the next one
+        return next_of(self._seq_counter) - 1
 
     # ------------------------------------------------------------------------------- strings
     def intern(self, text: str) -> int:
@@ -636,11 +641,16 @@ class ProbeWriter:
         return -1
 
 
+def next_of(counter: itertools.count) -> int:
+    """The number ``next(counter)`` would return, without taking it."""
+    try:
+        return counter.__reduce__()[1][0]        # CPython <= 3.13: (count, (n,))
+    except (TypeError, AttributeError, IndexError):
+        return int(repr(counter)[6:-1])           # "count(n)"
+
+
 def _thread_ids(pid: int) -> list[int]:
     try:
         return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
     except OSError:
         return []
-
-
-__all__ = [name for name in dir(sys.modules[__name__]) if not name.startswith("_")]

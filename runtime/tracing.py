@@ -18,7 +18,9 @@ Tracepoints and the place in the loop that calls them:
     run_handle(handle)                 _run_once, for every ready handle, INSTEAD of handle._run()
                                        when on: it finds the task a handle steps, sets the thread's
                                        current task/request slot, times the step (step begin, step
-                                       end, slow step) and runs the handle
+                                       end, slow step) and runs the handle. A plain callback (not
+                                       a task step) is not timed; only its request, if its context
+                                       has one, is put in the slot while it runs
     task_done(task)                    (registered by task_create as a done callback)
     io_register(fd, events)            add_reader / add_writer (events: 1 read, 4 write)
     io_unregister(fd, events)          remove_reader / remove_writer
@@ -51,8 +53,10 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import functools
 import itertools
 import os
+import struct
 import sys
 import threading
 import time
@@ -144,6 +148,26 @@ def coroutine_stack(task, limit: int = 8) -> str:
     return "\n".join(lines)
 
 
+def callback_location(cb) -> tuple[str, str]:
+    """(name, "file:line in qualname") of the code a plain callback runs, as far as it is known.
+
+    A transport's read callback runs the user's protocol: that protocol's data_received (or
+    buffer_updated) is the place worth naming, not the transport's machinery."""
+    while isinstance(cb, functools.partial):
+        cb = cb.func
+    protocol = getattr(getattr(cb, "__self__", None), "_protocol", None)
+    if protocol is not None:
+        for method in ("data_received", "buffer_updated", "datagram_received"):
+            code = getattr(getattr(type(protocol), method, None), "__code__", None)
+            if code is not None:
+                return (f"{code.co_qualname} (via {_callable_name(cb)})",
+                        f"{code.co_filename}:{code.co_firstlineno} in {code.co_qualname}")
+    code = getattr(getattr(cb, "__func__", cb), "__code__", None)
+    if code is None:
+        return _callable_name(cb), ""
+    return code.co_qualname, f"{code.co_filename}:{code.co_firstlineno} in {code.co_qualname}"
+
+
 def _callable_name(cb) -> str:
     return getattr(cb, "__qualname__", None) or type(cb).__qualname__
 
@@ -154,6 +178,7 @@ def _callable_name(cb) -> str:
  _LOOP_ITERATION, _EXECUTOR_SUBMIT, _EXECUTOR_DONE, _SLOW_STEP, _TASK_NAME) = (int(k) for k in pf.Rec)
 assert _TASK_NAME == pf.Rec.TASK_NAME and _SLOW_STEP == pf.Rec.SLOW_STEP
 _NO_THREAD = pf.NO_THREAD
+_IS_TASK_TYPE: dict[type, bool] = {}     # type of a callback's __self__ -> is it a Task
 _SLOT_WORDS = pf.SLOT_SIZE // 8          # slot i's fields are slot_words[i * _SLOT_WORDS + k]
 
 
@@ -243,50 +268,24 @@ class _On(_Off):
         self._counters[_TASKS_ALIVE] -= 1
         self._counters[_RECORDS] = self._w.records_written
 
-    def run_handle(self, handle):
-        slot = self._w._slot_of_ident.get(_get_ident())
-        if slot is None:
-            slot = self._w.thread_slot()
-            if slot == _NO_THREAD:
-                handle._run()
-                return
-        owner = getattr(handle._callback, "__self__", None)
-        task = self._task_id(owner, slot) if isinstance(owner, _TASK_TYPES) else 0
-        ctx = handle._context
-        req = ctx.get(self._request_var, 0) if ctx is not None else 0
-        # The loop-independent half (diag.instrument does the same around a coroutine send).
-        words, base = self._words, slot * _SLOT_WORDS
-        t0 = _monotonic_ns()
-        if task or req:
-            words[base + 1] = task
-            words[base + 2] = req
-            words[base + 3] = t0
-        if task:
-            self._cur[slot] = task
-            self._emit(_STEP_BEGIN, slot, 0, task, req, t0)
-        try:
-            handle._run()
-        finally:
-            t1 = _monotonic_ns()
-            if task or req:
-                words[base + 1] = 0
-                words[base + 2] = 0
-                words[base + 3] = 0
-            if task:
-                self._cur[slot] = 0
-                self._emit(_STEP_END, slot, 0, task, req, t1, t1 - t0)
-                self._counters[_STEPS] += 1
-            if t1 - t0 >= self._slow_ns:
-                self._slow_step(slot, task, req, t1 - t0, owner if task else handle._callback)
+    # run_handle, io_ready, timer_fire and loop_iteration: see _fast_tracepoints.
 
     def _slow_step(self, slot, task, req, duration_ns, what) -> None:
-        if task:
-            where = coroutine_stack(what)
-            text = f"task {what.get_name()} ({task}) suspended at:\n{where}" if where else \
-                f"task {what.get_name()} ({task}) finished"
-        else:
-            text = f"callback {_callable_name(what)}"
+        """A task step over the threshold. Its stack is where the task stands after the step
+        (the await that ended it): the code that was slow is the code just before."""
+        where = coroutine_stack(what)
+        text = f"task {what.get_name()} ({task}) suspended at:\n{where}" if where else \
+            f"task {what.get_name()} ({task}) finished"
         self._emit(_SLOW_STEP, slot, 0, task, req, _monotonic_ns(), duration_ns, self._w.intern(text))
+        self._counters[_SLOW] += 1
+
+    def _slow_callback(self, slot, req, duration_ns, callback) -> None:
+        """A plain callback (not a task step) over the threshold: a protocol's data_received, a
+        call_soon. Nothing is left of its stack once it returns, so the record names the code
+        that ran: the user's protocol method for a transport's read callback, else the callable."""
+        name, where = callback_location(callback)
+        text = f"callback {name}\n{where}" if where else f"callback {name}"
+        self._emit(_SLOW_STEP, slot, 0, 0, req, _monotonic_ns(), duration_ns, self._w.intern(text))
         self._counters[_SLOW] += 1
 
     # --------------------------------------------------------------------------------- io
@@ -296,18 +295,10 @@ class _On(_Off):
     def io_unregister(self, fd, events):
         self._emit(_IO_UNREGISTER, _NO_THREAD, events, 0, 0, _monotonic_ns(), fd)
 
-    def io_ready(self, fd, events):
-        self._emit(_IO_READY_REC, _NO_THREAD, events, 0, 0, _monotonic_ns(), fd)
-        self._counters[_IO_READY] += 1
-
     # ----------------------------------------------------------------------------- timers
     def timer_add(self, handle):
         self._emit(_TIMER_ADD, _NO_THREAD, 0, 0, 0, _monotonic_ns(), id(handle),
                    int(handle.when() * 1e9), self._w.intern(_callable_name(handle._callback)))
-
-    def timer_fire(self, handle):
-        self._emit(_TIMER_FIRE, _NO_THREAD, 0, 0, 0, _monotonic_ns(), id(handle))
-        self._counters[_TIMERS_FIRED] += 1
 
     def timer_cancel(self, handle):
         self._emit(_TIMER_CANCEL, _NO_THREAD, 0, 0, 0, _monotonic_ns(), id(handle))
@@ -335,14 +326,6 @@ class _On(_Off):
         gen = w.fd_table_set(fd, code, False)
         self._emit(_FD_CLOSE, _NO_THREAD, code, 0, 0, _monotonic_ns(), fd, 0, gen)
         self._counters[_RECORDS] = w.records_written
-
-    # ------------------------------------------------------------------------------- loop
-    def loop_iteration(self, poll_ns, nevents, ncallbacks):
-        self._emit(_LOOP_ITERATION, _NO_THREAD, 0, 0, 0, _monotonic_ns(), poll_ns, nevents,
-                   ncallbacks)
-        c = self._counters
-        c[_ITER] += 1
-        c[_RECORDS] = self._w.records_written
 
     def executor_submit(self, future):
         now = _monotonic_ns()
@@ -384,6 +367,124 @@ class _On(_Off):
         c[_REQ_ACTIVE] -= 1
 
 
+def _fast_tracepoints(tracer: _On) -> dict:
+    """The four tracepoints the loop calls per event or per handle, as closures over locals.
+
+    ``enable`` stores them in TRACE's instance dict, where they shadow the class's methods (an
+    instance attribute wins over a method), so ``TRACE.io_ready(fd, ev)`` is one Python call
+    with no attribute lookups inside: on this path a record costs one ``pack_into``.
+    """
+    w = tracer._w
+    mm, pack, next_seq = w.mm, pf.RECORD_WORDS_STRUCT.pack_into, w._seq_counter.__next__
+    ring_off, mask = w.layout.ring_off, w.layout.ring_records - 1
+    counters, words, cur, slot_of_ident = w.counters, w.slot_words, tracer._cur, w._slot_of_ident
+    request_var, slow_ns, task_id, slow_step = (tracer._request_var, tracer._slow_ns,
+                                                tracer._task_id, tracer._slow_step)
+    slow_callback = tracer._slow_callback
+    io_head = _IO_READY_REC | _NO_THREAD << 16              # + events << 32
+    fire_head = _TIMER_FIRE | _NO_THREAD << 16
+    iter_head = _LOOP_ITERATION | _NO_THREAD << 16
+    is_task_type, task_types = _IS_TASK_TYPE, _TASK_TYPES
+
+    poll_stamp = [0]       # when the current poll's first event was recorded; 0: none yet
+
+    def io_ready(fd, events):
+        # Every event of one poll is stamped with the time the first was recorded (they all
+        # came back from the same epoll_wait): one clock read per poll, not per event.
+        ns = poll_stamp[0]
+        if not ns:
+            ns = poll_stamp[0] = _monotonic_ns()
+        seq = next_seq()
+        pack(mm, ring_off + ((seq - 1) & mask) * 96, seq, io_head | events << 32, ns, 0, 0, fd,
+             0, 0, 0, 0, 0, seq)
+
+    def timer_fire(handle):
+        seq = next_seq()
+        pack(mm, ring_off + ((seq - 1) & mask) * 96, seq, fire_head, _monotonic_ns(), 0, 0,
+             id(handle), 0, 0, 0, 0, 0, seq)
+        counters[_TIMERS_FIRED] += 1
+
+    # loop_iterations and io_ready are counted here only, so they are kept in this closure and
+    # stored with records_written (the counter after them) in one pack.
+    iteration_totals = [counters[_ITER], counters[_IO_READY]]
+    pack3, counters_at = struct.Struct("<qqq").pack_into, w.layout.counters_off + 8 * _ITER
+    assert _IO_READY == _ITER + 1 and _RECORDS == _ITER + 2
+
+    def loop_iteration(poll_ns, nevents, ncallbacks):
+        poll_stamp[0] = 0
+        seq = next_seq()
+        pack(mm, ring_off + ((seq - 1) & mask) * 96, seq, iter_head, _monotonic_ns(), 0, 0,
+             poll_ns, nevents, ncallbacks, 0, 0, 0, seq)
+        totals = iteration_totals
+        totals[0] += 1
+        totals[1] += nevents
+        pack3(mm, counters_at, totals[0], totals[1], seq)   # seq: the last record handed out
+
+    def run_handle(handle):
+        owner = getattr(handle._callback, "__self__", None)
+        is_task = is_task_type.get(type(owner))
+        if is_task is None:
+            is_task = is_task_type[type(owner)] = issubclass(type(owner), task_types)
+        ctx = handle._context
+        req = ctx.get(request_var, 0) if ctx is not None else 0
+        if not (is_task or req):
+            # A plain callback outside any request: no step record, but timed, so that a
+            # data_received that blocks the loop is reported like a slow task step.
+            t0 = _monotonic_ns()
+            handle._run()
+            dt = _monotonic_ns() - t0
+            if dt >= slow_ns:
+                slow_callback(slot_of_ident.get(_get_ident(), _NO_THREAD), 0, dt, handle._callback)
+            return
+        slot = slot_of_ident.get(_get_ident())
+        if slot is None:
+            slot = w.thread_slot()
+            if slot == _NO_THREAD:
+                handle._run()
+                return
+        if not is_task:
+            # A plain callback in a request: the slot names the request while it runs.
+            base = slot * _SLOT_WORDS
+            words[base + 2] = req
+            t0 = _monotonic_ns()
+            try:
+                handle._run()
+            finally:
+                words[base + 2] = 0
+            dt = _monotonic_ns() - t0
+            if dt >= slow_ns:
+                slow_callback(slot, req, dt, handle._callback)
+            return
+        task = task_id(owner, slot)
+        base = slot * _SLOT_WORDS
+        head = slot << 16
+        t0 = _monotonic_ns()
+        words[base + 1] = task
+        words[base + 2] = req
+        words[base + 3] = t0
+        cur[slot] = task
+        seq = next_seq()
+        pack(mm, ring_off + ((seq - 1) & mask) * 96, seq, _STEP_BEGIN | head, t0, task, req,
+             0, 0, 0, 0, 0, 0, seq)
+        try:
+            handle._run()
+        finally:
+            t1 = _monotonic_ns()
+            words[base + 1] = 0
+            words[base + 2] = 0
+            words[base + 3] = 0
+            cur[slot] = 0
+            seq = next_seq()
+            pack(mm, ring_off + ((seq - 1) & mask) * 96, seq, _STEP_END | head, t1, task, req,
+                 t1 - t0, 0, 0, 0, 0, 0, seq)
+            counters[_STEPS] += 1
+            if t1 - t0 >= slow_ns:
+                slow_step(slot, task, req, t1 - t0, owner)
+
+    return {"io_ready": io_ready, "timer_fire": timer_fire, "loop_iteration": loop_iteration,
+            "run_handle": run_handle}
+
+
 # ------------------------------------------------------------------------------ switching on/off
 _enable_lock = threading.Lock()
 _atexit_registered = False
@@ -418,6 +519,7 @@ def enable(*, slow_step_ms: float | None = None, loop_kind: str = "runtime",
             _request_var=REQUEST_ID,
         )
         TRACE.__class__ = _On
+        d.update(_fast_tracepoints(TRACE))
         if not _atexit_registered:
             atexit.register(disable)
             os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -453,5 +555,6 @@ def _after_fork_in_child() -> None:
 def enable_from_env() -> str | None:
     """The bootstrap hook: tracing on when COROSCOPE_TRACE is 1/true/yes/on."""
     if os.environ.get("COROSCOPE_TRACE", "").strip().lower() in ("1", "true", "yes", "on"):
-        return enable(loop_kind=os.environ.get("COROSCOPE_LOOP", "runtime") or "runtime")
+        # COROSCOPE_LOOP unset leaves asyncio's own loop in place (runtime.install_from_env).
+        return enable(loop_kind=os.environ.get("COROSCOPE_LOOP", "").strip().lower() or "asyncio")
     return None

@@ -6,7 +6,7 @@
 # tests that need a missing tool skip with a reason (and fail under CI=true).
 set -euo pipefail
 
-PACKAGES=(bpfcc-tools python3-bpfcc libbpfcc linux-headers-amd64 gdb wrk strace tmux chromium procps)
+PACKAGES=(bpfcc-tools python3-bpfcc libbpfcc linux-headers-amd64 gdb binutils wrk strace tmux chromium procps)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -43,6 +43,10 @@ def test_var_override_and_bad_configs(tmp_path):
     cfg.write_text('[[scenario]]\nname="x"\ncommand=["a"]\n[scenario.budgets]\nwarnings=["nope"]\n')
     with pytest.raises(CoroscopeError, match="unknown warning kind"):
         load_config(cfg)
+    cfg.write_text('[[scenario]]\nname="x"\ncommand=["a"]\n[[ratio]]\nname="r"\nscenario="x"\n'
+                   'reference="y"\n')
+    with pytest.raises(CoroscopeError, match="no scenario named 'y'"):
+        load_config(cfg)
     cfg.write_text("[[scenario]\n")
     with pytest.raises(CoroscopeError, match="not valid TOML"):
         load_config(cfg)
@@ -133,3 +137,14 @@ def test_a_service_that_will_not_start_fails_its_scenario_and_reports(tmp_path):
     assert "exited with status 3 before listening: boom" in fail[0]
     assert 'failures="1"' in (tmp_path / "j.xml").read_text()
     assert "dies" in (tmp_path / "s.md").read_text()
+
+
+def test_update_baseline_replaces_a_corrupt_one(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[check]\nbaseline = "b.json"\nmarkdown = "s.md"\njunit = "j.xml"\n'
+                   '[[scenario]]\nname = "dies"\ncommand = ["{python}", "-c", "pass"]\n')
+    (tmp_path / "b.json").write_text("{garbage")
+    proc = subprocess.run([sys.executable, "-m", "diag.cli", "check", "--config", str(cfg),
+                           "--update-baseline"], capture_output=True, text=True, timeout=60)
+    assert "corrupt" in proc.stderr and "will be replaced" in proc.stderr
+    assert load_baseline(tmp_path / "b.json") == {}  # nothing measured, but valid again

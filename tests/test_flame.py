@@ -150,7 +150,7 @@ def test_install_from_env_does_nothing_when_unset():
 
 
 def test_await_chains_walk_every_pending_task_to_its_leaf():
-    labels = lambda code, line: code.co_name  # noqa: E731
+    labels = lambda frame: frame.f_code.co_name  # noqa: E731
 
     async def leaf_wait(ev):
         await ev.wait()

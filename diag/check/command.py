@@ -43,7 +43,13 @@ def run_check(config_path, baseline_path=None, update_baseline=False, only=(), v
               markdown_path=None, junit_path=None, progress=lambda line: None) -> CheckReport:
     config = load_config(config_path, variables)
     baseline_file = Path(baseline_path) if baseline_path else config.baseline
-    baseline = load_baseline(baseline_file)  # a corrupt file stops us before any measuring
+    try:
+        baseline = load_baseline(baseline_file)  # a corrupt file stops us before any measuring
+    except CoroscopeError as exc:
+        if not update_baseline:
+            raise
+        progress(f"{exc}: it will be replaced")  # rewriting it is what was asked for
+        baseline = None
     scenarios = [s for s in config.scenarios if not only or s.name in only]
     missing = set(only) - {s.name for s in config.scenarios}
     if missing:
@@ -52,7 +58,9 @@ def run_check(config_path, baseline_path=None, update_baseline=False, only=(), v
     for scenario in scenarios:
         progress(f"running {scenario.name}: {' '.join(scenario.command)}")
         try:
-            measurements.append(run_scenario(scenario, config.variables, progress=progress))
+            measurements.append(run_scenario(scenario, config.variables,
+                                             want_syscalls=scenario.syscalls is not False,
+                                             progress=progress))
         except CoroscopeError as exc:  # the service would not start: a failed scenario, go on
             measurements.append(failed_measurement(scenario, config.variables, str(exc)))
     if update_baseline:

@@ -96,7 +96,7 @@ def _leaf_label(awaited) -> str:
 def chain_of(coro, labels) -> tuple[str, ...] | None:
     """The await chain of a coroutine, outermost first, or None when it has finished.
 
-    ``labels(code, line)`` names a frame (the sampler's cached labeller).
+    ``labels(frame)`` names a frame (the sampler's cached labeller).
     """
     out: list[str] = []
     obj = coro
@@ -112,7 +112,7 @@ def chain_of(coro, labels) -> tuple[str, ...] | None:
                 return None           # the task's coroutine has finished
             out.append(_leaf_label(obj))
             break
-        out.append(labels(frame.f_code, frame.f_lineno))
+        out.append(labels(frame))
         awaited = getattr(obj, awaited_attr, None)
         if awaited is None:
             if awaited_attr == "cr_await" and inspect.getcoroutinestate(obj) == inspect.CORO_CREATED:

@@ -55,7 +55,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--blocking", action="store_true",
                         help="py-spy: pause the target for each sample (exact, slower)")
     parser.add_argument("--threshold", type=float, metavar="POINTS",
-                        help="diff: exit 1 when a function's self share grew more than POINTS")
+                        help="diff: exit 1 when a function's share grew more than POINTS")
     parser.add_argument("--top", type=int, default=8, help="functions listed on the terminal")
 
 
@@ -144,7 +144,7 @@ def _profile_pid(args, backend: str) -> tuple[FlameProfile, str | None]:
             gone = True
             break
         time.sleep(min(0.2, max(0.0, duration - (time.monotonic() - start))))
-    time.sleep(0.6 if not gone else 0.0)     # one more periodic flush of the target
+    time.sleep(1.1 if not gone else 0.0)     # one more periodic flush (every second) of the target
     after = _read_sampler(path, wait=0.0)
     window = after.minus(before)
     profile = _from_sampler(window, args, target)

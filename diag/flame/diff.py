@@ -4,12 +4,16 @@ Two runs never take the same number of samples, so both profiles are normalised 
 first. The graph is drawn from the NEW profile (that is what the code does now); each frame is
 coloured by the change of its inclusive share along the same path, red where it grew and blue
 where it shrank, deeper colour for bigger change (Brendan Gregg's differential flame graphs).
+Frames are compared without their line numbers, so an edit between the runs that moves code
+down a few lines does not make every path look new.
 Paths that vanished have no frame in the new graph; they show in the list, which ranks
-functions by how much their self share grew (the place time is now spent), for CI.
+functions by how much their inclusive share grew, for CI (``--threshold POINTS``).
 """
 from __future__ import annotations
 
-from diag.model.flame import FlameDiff, FlameProfile, compare
+from dataclasses import replace
+
+from diag.model.flame import FlameDiff, FlameProfile, StackCount, compare, function_of
 
 from .formats import build_tree, render_html, render_svg
 
@@ -38,7 +42,18 @@ def diff_profiles(base: FlameProfile, new: FlameProfile, base_name: str, new_nam
     return compare(base, new, base_name, new_name, threshold_points)
 
 
+def without_lines(profile: FlameProfile) -> FlameProfile:
+    """The profile with ``f (path:12)`` turned into ``f (path)``: an edit that shifts lines
+    between the two runs must not make every path look new."""
+    acc: dict[tuple[str, ...], float] = {}
+    for st in profile.stacks:
+        key = tuple(function_of(fr) for fr in st.frames)
+        acc[key] = acc.get(key, 0.0) + st.weight
+    return replace(profile, stacks=[StackCount(list(k), w) for k, w in acc.items()])
+
+
 def render_diff(base: FlameProfile, new: FlameProfile, fmt: str, title: str) -> str:
+    base, new = without_lines(base), without_lines(new)
     deltas = path_deltas(base, new)
     if fmt == "svg":
         return render_svg(new, title=title, diff_deltas=deltas)
@@ -47,10 +62,10 @@ def render_diff(base: FlameProfile, new: FlameProfile, fmt: str, title: str) -> 
 
 def format_table(d: FlameDiff, limit: int = 15) -> str:
     """The frames that grew most, as text (shares in percentage points)."""
-    lines = [f"{'self Δ':>8} {'incl Δ':>8} {'self now':>9}  function",
+    lines = [f"{'incl Δ':>8} {'self Δ':>8} {'incl now':>9}  function",
              f"{'-' * 8} {'-' * 8} {'-' * 9}  {'-' * 40}"]
     for c in d.changes[:limit]:
-        lines.append(f"{100 * c.self_delta:+8.2f} {100 * c.delta:+8.2f} {100 * c.new_self:8.2f}%  "
+        lines.append(f"{100 * c.delta:+8.2f} {100 * c.self_delta:+8.2f} {100 * c.new_share:8.2f}%  "
                      f"{c.function}")
     if d.threshold_points is not None:
         verdict = (f"FAIL: {len(d.failed)} function(s) grew more than {d.threshold_points:g} points"

@@ -33,7 +33,7 @@ How it stays cheap and honest:
 File format (one header line, then one line per distinct key; tab separated):
 
     # coroscope-sampler 1 pid=<pid> rate=<hz> mode=<cpu|wall|await> samples=<n> final=<0|1>
-      elapsed=<s> self_cpu=<CPU seconds the sampler thread used>       (all on one line)
+      elapsed=<s> self_cpu=<CPU s of the sampler thread> gil_held=<s spent sampling>  (one line)
     <kind>\\t<task>\\t<request>\\t<samples>\\t<cpu_us>\\t<frame;frame;...>
 
 ``kind`` is ``thread`` (a thread's Python stack) or ``await`` (a pending task's await chain,
@@ -87,25 +87,36 @@ def _clean(text: str) -> str:
 
 
 class _Labels:
-    """``function (path:line)`` per (code, line), built once: formatting is most of a sample's cost."""
+    """``function (path:line)`` per frame position, built once: labelling is most of a sample.
+
+    Two costs are avoided. ``f_lineno`` decodes the code's line table on every access (slow
+    in big functions such as the loop's ``_run_once``), so the key is the instruction offset
+    ``f_lasti`` and the line is computed only on a miss. And the code object is looked up by
+    ``id``: hashing a code object hashes its bytecode, constants and names each time. The entry
+    keeps the code object alive, so its id cannot be reused while the entry exists.
+    """
 
     def __init__(self):
-        self._cache: dict[tuple[object, int], str] = {}
+        self._cache: dict[int, tuple[object, dict[int, str]]] = {}
 
-    def __call__(self, code, line: int | None) -> str:
-        key = (code, line or 0)
-        label = self._cache.get(key)
-        if label is None:
+    def __call__(self, frame) -> str:
+        code = frame.f_code
+        entry = self._cache.get(id(code))
+        if entry is None or entry[0] is not code:
             if len(self._cache) >= _LABEL_CACHE_MAX:   # code made by exec() again and again
                 self._cache.clear()
-            label = _clean(f"{code.co_name} ({code.co_filename}:{line or 0})")
-            self._cache[key] = label
+            entry = self._cache[id(code)] = (code, {})
+        lasti = frame.f_lasti
+        label = entry[1].get(lasti)
+        if label is None:
+            label = entry[1][lasti] = _clean(
+                f"{code.co_name} ({code.co_filename}:{frame.f_lineno or 0})")
         return label
 
     def stack(self, frame) -> tuple[str, ...]:
         out = []
         while frame is not None:
-            out.append(self(frame.f_code, frame.f_lineno))
+            out.append(self(frame))
             frame = frame.f_back
         out.reverse()
         return tuple(out)
@@ -125,13 +136,15 @@ class Sampler:
         # request_of(thread_ident, task) -> request id or None; see _default_request_lookup
         self.request_of = request_of or _default_request_lookup()
         self.samples = 0                     # sampling rounds taken
-        self.own_cpu_s = 0.0                 # CPU the sampler thread itself used: its direct cost
+        self.own_cpu_s = 0.0                 # CPU the sampler thread itself used (incl. GIL waits)
+        self.gil_held_s = 0.0                # wall time spent sampling with the GIL held: the
+                                             # time a single-threaded loop could not run
         # (kind, task, request, stack) -> [samples, cpu_us]
         self.counts: dict[tuple[str, str, str, tuple[str, ...]], list[float]] = {}
         self._labels = _Labels()
         self._cpu_ns: dict[int, int] = {}    # thread ident -> CPU time at the previous sample
         self._carried_us: dict[int, float] = {}  # thread ident -> CPU not yet charged (see essay)
-        self._poll_code: dict[object, bool] = {}  # code -> is it loop machinery that polls
+        self._poll_code: dict[int, tuple] = {}   # id(code) -> (code, is it loop machinery that polls)
         self.switch_interval = switch_interval or None
         self._saved_switch: float | None = None
         self._lock = threading.Lock()        # guards counts/samples against the flush at exit
@@ -166,24 +179,28 @@ class Sampler:
         while not self._stop.is_set():
             now = time.monotonic()
             if now < next_sample:
-                self._stop.wait(next_sample - now)
+                # time.sleep, not Event.wait: cheaper to wake from (no Python-level lock
+                # juggling); stop() waits at most one period for the loop to see the flag
+                time.sleep(next_sample - now)
                 continue
             # jittered period (mean 1/rate): a program that works in rounds of exactly 10 ms
             # must not be sampled at the same phase of every round (aliasing)
             next_sample += interval * (0.5 + random.random())
             if next_sample < now:            # fell behind (a long GIL hold): do not burst
                 next_sample = now + interval
+            t0 = time.perf_counter()
             try:
                 self.sample_once(exclude=me)
             except Exception:                 # never let a sampling hiccup kill the target
                 pass
-            self.own_cpu_s = time.thread_time()
             if now >= next_flush:
                 next_flush = now + self.flush_s
                 try:
                     self.flush(final=False)
                 except OSError:
                     pass
+            self.gil_held_s += time.perf_counter() - t0
+            self.own_cpu_s = time.thread_time()
 
     # -- one sample --
     def sample_once(self, exclude: int | None = None) -> None:
@@ -194,6 +211,7 @@ class Sampler:
                 self._carried_us.pop(ident, None)
         tasks = current_task_by_thread()
         add = self._add
+        stack_of_task: dict[object, tuple[str, ...]] = {}    # running task -> its thread's stack
         for ident, frame in frames.items():
             if ident == exclude:
                 continue
@@ -204,10 +222,15 @@ class Sampler:
             task = tasks.get(ident)
             task_name = _clean(task.get_name()) if task is not None else NONE
             request = self.request_of(ident, task)
+            stack = self._labels.stack(frame)
+            if task is not None:
+                stack_of_task[task] = stack
             add("thread", task_name, NONE if request is None else _clean(str(request)),
-                self._labels.stack(frame), cpu_us)
+                stack, cpu_us)
         if self.mode == "await":
             for task, chain in await_chains(self._labels):
+                if chain[-1] == "[running]" and task in stack_of_task:
+                    chain = _with_running_tail(chain, stack_of_task[task])
                 request = self.request_of(None, task)
                 add("await", _clean(task.get_name()), NONE if request is None else _clean(str(request)),
                     chain, 0.0)
@@ -228,11 +251,13 @@ class Sampler:
     def _blocked_in_loop(self, frame) -> bool:
         """Is the thread inside a C call (the poll) made from the loop's own code?"""
         code = frame.f_code
-        is_loop = self._poll_code.get(code)
-        if is_loop is None:
+        entry = self._poll_code.get(id(code))
+        if entry is None or entry[0] is not code:
             if len(self._poll_code) >= _LABEL_CACHE_MAX:
                 self._poll_code.clear()
-            is_loop = self._poll_code[code] = any(p in code.co_filename for p in _LOOP_POLL_FILES)
+            entry = self._poll_code[id(code)] = (
+                code, any(p in code.co_filename for p in _LOOP_POLL_FILES))
+        is_loop = entry[1]
         if not is_loop:
             return False
         try:
@@ -257,7 +282,7 @@ class Sampler:
         elapsed = time.monotonic() - self._started
         lines = [f"# coroscope-sampler {FORMAT_VERSION} pid={os.getpid()} rate={self.rate:g} "
                  f"mode={self.mode} samples={samples} final={int(final)} elapsed={elapsed:.3f} "
-                 f"self_cpu={self.own_cpu_s:.4f}"]
+                 f"self_cpu={self.own_cpu_s:.4f} gil_held={self.gil_held_s:.4f}"]
         for (kind, task, request, stack), (n, cpu_us) in items:
             lines.append(f"{kind}\t{task}\t{request}\t{n}\t{cpu_us:.0f}\t{';'.join(stack)}")
         return "\n".join(lines) + "\n"
@@ -269,6 +294,17 @@ class Sampler:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, self.path)
+
+
+def _with_running_tail(chain: tuple[str, ...], thread_stack: tuple[str, ...]) -> tuple[str, ...]:
+    """A running task's chain ends in its innermost coroutine frame, which is also on its
+    thread's stack: continue the chain with what that frame is calling now (f, then _burn...),
+    so await mode shows what a running task does, not just ``[running]``."""
+    innermost = chain[-2] if len(chain) >= 2 else None
+    for i in range(len(thread_stack) - 1, -1, -1):
+        if thread_stack[i] == innermost:
+            return chain[:-1] + thread_stack[i + 1:] + ("[running]",)
+    return chain
 
 
 def _default_request_lookup():
@@ -332,6 +368,7 @@ class SamplerData:
     final: bool                     # False: the target did not get to its exit flush
     elapsed: float
     self_cpu: float = 0.0           # CPU seconds the sampler thread used (its direct cost)
+    gil_held: float = 0.0           # seconds it spent sampling, holding the GIL
     # (kind, task, request, stack) -> (samples, cpu_us)
     counts: dict[tuple[str, str, str, tuple[str, ...]], tuple[float, float]] = field(default_factory=dict)
 
@@ -345,7 +382,8 @@ class SamplerData:
         return SamplerData(pid=self.pid, rate=self.rate, mode=self.mode,
                            samples=self.samples - earlier.samples, final=self.final,
                            elapsed=self.elapsed - earlier.elapsed,
-                           self_cpu=self.self_cpu - earlier.self_cpu, counts=out)
+                           self_cpu=self.self_cpu - earlier.self_cpu,
+                           gil_held=self.gil_held - earlier.gil_held, counts=out)
 
 
 class SamplerFileError(ValueError):
@@ -368,7 +406,8 @@ def read_sampler_file(path: str) -> SamplerData:
         data = SamplerData(pid=int(meta.get("pid", 0)), rate=float(meta.get("rate", 0)),
                            mode=meta.get("mode", "cpu"), samples=int(meta.get("samples", 0)),
                            final=meta.get("final") == "1", elapsed=float(meta.get("elapsed", 0)),
-                           self_cpu=float(meta.get("self_cpu", 0)))
+                           self_cpu=float(meta.get("self_cpu", 0)),
+                           gil_held=float(meta.get("gil_held", 0)))
         for lineno, line in enumerate(f, start=2):
             line = line.rstrip("\n")
             if not line:

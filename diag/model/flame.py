@@ -153,7 +153,7 @@ class FlameDiff:
     new: str
     base_total: float
     new_total: float
-    changes: list[FrameChange] = field(default_factory=list)   # sorted: biggest self growth first
+    changes: list[FrameChange] = field(default_factory=list)   # sorted: biggest inclusive growth first
     threshold_points: float | None = None       # CI gate: fail when a frame grew more than this
     failed: list[str] = field(default_factory=list)            # functions over the threshold
 
@@ -163,7 +163,8 @@ def compare(base: FlameProfile, new: FlameProfile, base_name: str = "base",
     """Normalise both profiles to shares and list every function's change.
 
     Shares, not raw weights: two runs never take the same number of samples. The list is sorted
-    by the growth of the self share (where the time is now spent), then inclusive share.
+    by the growth of the inclusive share (a function whose callees got slower grew, even when
+    its own self time is nil because a shared helper is the leaf), then of the self share.
     """
     bi, bs = base.function_totals()
     ni, ns = new.function_totals()
@@ -173,9 +174,9 @@ def compare(base: FlameProfile, new: FlameProfile, base_name: str = "base",
                     base_self=bs.get(fn, 0.0) / bt, new_self=ns.get(fn, 0.0) / nt)
         for fn in set(bi) | set(ni)
     ]
-    changes.sort(key=lambda c: (-c.self_delta, -c.delta, c.function))
+    changes.sort(key=lambda c: (-c.delta, -c.self_delta, c.function))
     failed = []
     if threshold_points is not None:
-        failed = [c.function for c in changes if c.self_delta * 100 > threshold_points]
+        failed = [c.function for c in changes if c.delta * 100 > threshold_points]
     return FlameDiff(base=base_name, new=new_name, base_total=base.total(), new_total=new.total(),
                      changes=changes, threshold_points=threshold_points, failed=failed)

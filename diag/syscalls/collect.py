@@ -401,6 +401,8 @@ def measure_ptrace(*, pid: int | None, cmd: list[str] | None, duration: float | 
     session.stop(raw, detach=cmd is None)
     window.fill(raw)
     window.close()
+    if window.view is None:
+        notes.append("no probe file was read: requests are unknown, so nothing is given per request")
     if target_pid:
         name_threads(raw, target_pid)
     return raw, target_pid or 0
