@@ -47,6 +47,8 @@ def _check(name: str) -> str | None:
         return None if shutil.which("tmux") else "tmux is not installed"
     if name == "strace":
         return None if shutil.which("strace") else "strace is not installed"
+    if name == "objcopy":
+        return None if shutil.which("objcopy") else "objcopy (binutils) is not installed"
     if name == "chromium":
         return None if shutil.which("chromium") else "chromium is not installed"
     if name == "ptrace":

@@ -21,7 +21,7 @@ from pathlib import Path
 import asyncio
 import pytest
 
-from tests.capabilities import IN_CI, require, run
+from tests.capabilities import require, run
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "suspended_tasks.py"
@@ -319,10 +319,7 @@ def test_cli_text_and_json(stock_target):
 
 def test_same_result_without_debug_info(target, live_doc, tmp_path):
     """Hide every DWARF section from gdb: it reads stripped copies of each mapped file."""
-    if shutil.which("objcopy") is None:  # binutils; not a tests.capabilities name (yet)
-        (pytest.fail if IN_CI else pytest.skip)("objcopy (binutils) is not installed")
-    if target.loop_kind != "asyncio":
-        pytest.skip("checked once, on the stock loop")
+    require("objcopy")
     stock_target = target
     sysroot = tmp_path / "sysroot"
     for path in mapped_files(stock_target.pid):
