@@ -18,6 +18,10 @@ What is lost, compared with the runtime (the README says the same):
 - on uvloop additionally: io, timers, loop iterations, executor records;
 - ``loop_iteration.ncallbacks`` counts task steps only, and poll time is the selector call;
 - tasks created before ``instrument(loop)`` are not seen until they step (then "late");
+- how a step was queued is told by what the previous one yielded (nothing: a bare yield, the
+  task woke itself; a future: it is woken by that future), not by the ready handle; the time by
+  which it was queued (the end of the previous loop iteration) only on asyncio's loop, whose
+  iterations are hooked: on uvloop a woken step's scheduled delay is not known;
 - ``task.get_coro()`` returns the wrapper (it forwards ``cr_frame``, ``cr_await``, ``cr_code``
   so tracebacks, ``Task.get_stack`` and gdb see through it).
 """
@@ -40,19 +44,23 @@ _monotonic_ns = tracing._monotonic_ns
 class _StepTimedCoroutine(collections.abc.Coroutine):
     """Wraps a task's coroutine; each send/throw is one traced step of ``task_id``."""
 
-    __slots__ = ("_coro", "task_id", "_task")
+    __slots__ = ("_coro", "task_id", "_task", "_next_wake")
 
     def __init__(self, coro):
         self._coro = coro
         self.task_id = 0
         self._task = None
+        # how the next step gets queued, known from what this step yields (probefile WAKE_*)
+        self._next_wake = pf.WAKE_UNKNOWN
 
     def _step(self, method, arg):
         if not TRACE.on or not self.task_id:
             return method(arg)
         w = TRACE._w
+        wake = self._next_wake
         if self.task_id < 0:
             self.task_id = TRACE._first_step(self._task, -self.task_id, w.thread_slot())
+            wake = pf.WAKE_FIRST
         slot = w._slot_of_ident.get(_get_ident())
         if slot is None:
             slot = w.thread_slot()
@@ -60,14 +68,19 @@ class _StepTimedCoroutine(collections.abc.Coroutine):
                 return method(arg)
         task, req = self.task_id, REQUEST_ID.get()
         words, base = TRACE._words, slot * tracing._SLOT_WORDS
+        ready = TRACE._ready_by[0]            # read before t0: never later than it
         t0 = _monotonic_ns()
         words[base + 1] = task
         words[base + 2] = req
         words[base + 3] = t0
         TRACE._cur[slot] = task
-        TRACE._emit(tracing._STEP_BEGIN, slot, 0, task, req, t0)
+        TRACE._emit(tracing._STEP_BEGIN, slot, 0, task, req, t0, t0 - ready if ready else 0, wake)
+        self._next_wake = pf.WAKE_UNKNOWN
         try:
-            return method(arg)
+            yielded = method(arg)
+            # asyncio's Task: None (a bare yield) queues its own next step; a future wakes it
+            self._next_wake = pf.WAKE_SELF if yielded is None else pf.WAKE_WOKEN
+            return yielded
         finally:
             t1 = _monotonic_ns()
             words[base + 1] = 0

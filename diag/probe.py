@@ -204,6 +204,9 @@ class ProbeReader:
             fields["name"] = f"Task-{fields['default_name_number']}"
         elif kind == pf.Rec.TASK_DONE:
             fields["outcome"] = pf.OUTCOMES[fields["outcome"]] if fields["outcome"] < 3 else "?"
+        elif kind == pf.Rec.STEP_BEGIN:
+            wake = fields["wake"]
+            fields["wake"] = pf.WAKES[wake] if 0 <= wake < len(pf.WAKES) else "unknown"
         return ProbeRecord(seq=rec[0], kind=_REC_NAMES.get(kind, f"kind{kind}"), ns=rec[4],
                            thread=None if rec[2] == pf.NO_THREAD else rec[2], task=rec[5],
                            request=rec[6], fields=fields)

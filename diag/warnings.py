@@ -10,9 +10,11 @@ Lints:
     blocked-loop     a step ran longer than a threshold (100 ms, asyncio's
                      slow_callback_duration), blocking every other task; with its stack
     never-yielded    a step is running right now and has been for over a threshold (1 s)
-    self-wakes       a task woke itself (bare yield / sleep(0)) in over half of its steps
+    self-wakes       a task woke itself (bare yield / sleep(0)) in over half of its wakes (its
+                     first step is no wake); from the wake kind of the probe's step records
     pending-forever  a task waited longer than a threshold (60 s) without being stepped
     never-awaited    a coroutine object was created and garbage-collected without being awaited
+                     (the probe's coro_never_awaited record: where it was created)
     fd-leak          an fd kind grew across a window of samples and never came down
 """
 from __future__ import annotations

@@ -11,6 +11,10 @@ never on time):
 
     block MS   one step of task "planted-blocker" calls time.sleep(MS / 1000) in crunch()
     leak N     task "planted-leaker" opens N sockets and keeps them (an fd leak)
+    spin N     task "planted-spinner" yields with asyncio.sleep(0) N times: it wakes itself
+               (answer: "spun")
+    unawaited  creates a coroutine planted_unawaited() and drops it without awaiting it
+               (answer: "unawaited FILE:LINE", where it was created)
     tasks      prints "tasks" once every planted task has been created (answer: "tasks")
     quit       exits
 """
@@ -38,6 +42,21 @@ async def planted_leaker(n: int) -> None:
     for _ in range(n):
         LEAKED.append(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
         await asyncio.sleep(0)
+
+
+async def planted_spinner(n: int) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)     # busy-polling: each step queues the next one itself
+
+
+async def planted_unawaited() -> None:
+    pass
+
+
+def drop_a_coroutine() -> str:
+    coro, line = planted_unawaited(), sys._getframe().f_lineno    # created here, never awaited
+    del coro
+    return f"{__file__}:{line}"
 
 
 async def worker(queue: asyncio.Queue) -> None:
@@ -126,6 +145,11 @@ async def main(args) -> None:
         elif line[0] == "leak":
             await asyncio.create_task(planted_leaker(int(line[1])), name="planted-leaker")
             say(f"leaked {len(LEAKED)}")
+        elif line[0] == "spin":
+            await asyncio.create_task(planted_spinner(int(line[1])), name="planted-spinner")
+            say("spun")
+        elif line[0] == "unawaited":
+            say(f"unawaited {drop_a_coroutine()}")
         elif line[0] == "tasks":
             say("tasks")
     loop.remove_reader(sys.stdin.fileno())

@@ -109,7 +109,9 @@ def new_loop(name: str) -> asyncio.AbstractEventLoop:
         import uvloop
         return uvloop.new_event_loop()
     if name == "asyncio":
-        return asyncio.SelectorEventLoop()
+        # a stock selector loop, made through a fresh stock policy (whatever policy is installed)
+        # so that coroscope's tracepoints, which hook the policies, see its tasks
+        return asyncio.DefaultEventLoopPolicy().new_event_loop()
     raise SystemExit(f"http_service: unknown loop {name!r} (runtime, asyncio, uvloop)")
 
 

@@ -3,8 +3,8 @@
     python -m examples.trace_all            # then, from another shell: coroscope probe PID
 
 It enables tracing itself, runs a server and a client over 127.0.0.1, tasks that return, raise
-and get cancelled, a timer that fires and one cancelled, a pipe, an executor job, a request and
-a deliberately slow step. Then it prints one JSON line of facts (its pid, the fds it used, the
+and get cancelled, a timer that fires and one cancelled, a pipe, an executor job, a request,
+a deliberately slow step and a coroutine never awaited. Then it prints one JSON line of facts (its pid, the fds it used, the
 names it gave) and waits until its stdin closes, so a reader in another process can attach.
 Tests use the facts to check each record's fields.
 """
@@ -97,6 +97,12 @@ async def main(facts: dict) -> None:
     await asyncio.create_task(slow(), name="slow")
     server.close()
     await server.wait_closed()
+
+    import warnings                       # here: the line numbers above are in tests
+    with warnings.catch_warnings():       # recorded even when the warning itself is filtered
+        warnings.simplefilter("ignore")
+        never, facts["never_awaited_line"] = returns(), sys._getframe().f_lineno
+        del never                         # collected unawaited: one coro_never_awaited record
 
 
 def run() -> dict:

@@ -14,7 +14,12 @@ syscalls and the time per request go:
   one fd) instead of a socketpair (two fds). Signals still need a byte stream, because
   ``signal.set_wakeup_fd`` writes the signal number as one byte; that socketpair is created only
   when the first signal handler is added;
-- ``_run_once``: the same algorithm as asyncio's, with the tracepoints of ``runtime.tracing``.
+- ``_run_once``: the same algorithm as asyncio's, with the tracepoints of ``runtime.tracing``,
+  running the loop's own handles without a ``Handle._run`` frame each;
+- ``call_soon``, ``call_later``, ``call_at``, ``create_task``: asyncio's, written out instead of
+  wrapped, handles built without asyncio's per-handle debug-mode calls (debug mode itself takes
+  asyncio's own path). A wrapper or a helper call per callback is what made the runtime slower
+  than asyncio on callback-heavy work (``benchmarks.micro``), whatever it saved in syscalls.
 
 Ownership of fds: the loop records every fd it owns (its epoll fd and eventfd, the signal
 socketpair, every socket it serves on or wraps in a transport, every pipe it wraps) and
@@ -24,12 +29,13 @@ it and ``TRACE.fd_close`` when it closes it.
 """
 from __future__ import annotations
 
+import contextvars
 import heapq
 import os
 import socket
 import time
 import weakref
-from asyncio import base_events, unix_events
+from asyncio import base_events, events as _events, tasks as _tasks, unix_events
 
 from .poller import EpollPoller
 from .tracing import TRACE
@@ -40,7 +46,31 @@ _MIN_SCHEDULED_TIMER_HANDLES = base_events._MIN_SCHEDULED_TIMER_HANDLES
 _MIN_CANCELLED_TIMER_HANDLES_FRACTION = base_events._MIN_CANCELLED_TIMER_HANDLES_FRACTION
 _MAXIMUM_SELECT_TIMEOUT = base_events.MAXIMUM_SELECT_TIMEOUT
 _format_handle = base_events._format_handle
+_format_callback_source = base_events.events.format_helpers._format_callback_source
+_heappush = heapq.heappush
+_heappop = heapq.heappop
+_copy_context = contextvars.copy_context
+_Handle = _events.Handle
+_TimerHandle = _events.TimerHandle
+_new_handle = object.__new__
+# What call_soon / call_at set on a handle they build themselves: every slot Handle.__init__ and
+# TimerHandle.__init__ set in CPython 3.11 (__weakref__ is not a field).
+_HANDLE_FIELDS = {(3, 11): ("_context", "_loop", "_callback", "_args", "_cancelled", "_repr",
+                            "_source_traceback")}
+_TIMER_FIELDS = {(3, 11): _HANDLE_FIELDS[(3, 11)] + ("_when", "_scheduled")}
 _logger = base_events.logger
+
+
+def _report_callback_error(handle, exc) -> None:
+    """What Handle._run does when its callback raises: the loop's exception handler hears of it."""
+    context = {
+        "message": f"Exception in callback {_format_callback_source(handle._callback, handle._args)}",
+        "exception": exc,
+        "handle": handle,
+    }
+    if handle._source_traceback:
+        context["source_traceback"] = handle._source_traceback
+    handle._loop.call_exception_handler(context)
 
 
 class _ReadPipeTransport(unix_events._UnixReadPipeTransport):
@@ -246,17 +276,81 @@ class Loop(unix_events._UnixSelectorEventLoop):
 
     # -- tracepoints around inherited operations ---------------------------------------------
     def create_task(self, coro, *, name=None, context=None):
-        task = super().create_task(coro, name=name, context=context)
-        if task._source_traceback:  # debug mode: hide this wrapper's frame, as asyncio hides its own
-            del task._source_traceback[-1]
+        # asyncio's, written out rather than wrapped (a wrapper costs a frame per task).
+        if self._closed:
+            raise RuntimeError("Event loop is closed")
+        if self._task_factory is None:
+            task = _tasks.Task(coro, loop=self, name=name, context=context)
+            if task._source_traceback:
+                del task._source_traceback[-1]
+        else:
+            if context is None:
+                task = self._task_factory(self, coro)
+            else:
+                task = self._task_factory(self, coro, context=context)
+            _tasks._set_task_name(task, name)
         if TRACE.on:
             TRACE.task_create(task)
         return task
 
-    def call_at(self, when, callback, *args, context=None):
-        timer = super().call_at(when, callback, *args, context=context)
+    # call_soon, call_later and call_at: asyncio's, written out. asyncio's call_soon makes three
+    # Python calls besides the handle's own construction (_check_closed, _call_soon, and
+    # get_debug inside Handle.__init__), a wrapper around super().call_at() adds a frame and a
+    # super() per timer: that was the runtime's deficit on the call_soon, spawn-and-await (every
+    # task step is a call_soon) and timers benchmarks. Outside debug mode the handle is built
+    # here, field by field, as Handle.__init__ would build it (the field set is CPython 3.11's,
+    # see _HANDLE_FIELDS; a test compares it with asyncio's own handles). Debug mode takes
+    # asyncio's own path, so its checks and source tracebacks are exactly asyncio's.
+    def call_soon(self, callback, *args, context=None):
+        if self._debug:
+            handle = super().call_soon(callback, *args, context=context)
+            if handle._source_traceback:
+                del handle._source_traceback[-1]
+            return handle
+        if self._closed:
+            raise RuntimeError("Event loop is closed")
+        handle = _new_handle(_Handle)
+        handle._context = _copy_context() if context is None else context
+        handle._loop = self
+        handle._callback = callback
+        handle._args = args
+        handle._cancelled = False
+        handle._repr = None
+        handle._source_traceback = None
+        self._ready.append(handle)
+        return handle
+
+    def call_later(self, delay, callback, *args, context=None):
+        if delay is None:
+            raise TypeError("delay must not be None")
+        timer = self.call_at(self.time() + delay, callback, *args, context=context)
         if timer._source_traceback:
             del timer._source_traceback[-1]
+        return timer
+
+    def call_at(self, when, callback, *args, context=None):
+        if when is None:
+            raise TypeError("when cannot be None")
+        if self._closed:
+            raise RuntimeError("Event loop is closed")
+        if self._debug:
+            self._check_thread()
+            self._check_callback(callback, "call_at")
+            timer = _events.TimerHandle(when, callback, args, self, context)
+            if timer._source_traceback:
+                del timer._source_traceback[-1]
+        else:
+            timer = _new_handle(_TimerHandle)
+            timer._context = _copy_context() if context is None else context
+            timer._loop = self
+            timer._callback = callback
+            timer._args = args
+            timer._cancelled = False
+            timer._repr = None
+            timer._source_traceback = None
+            timer._when = when
+        _heappush(self._scheduled, timer)
+        timer._scheduled = True
         if TRACE.on:
             TRACE.timer_add(timer)
         return timer
@@ -295,10 +389,12 @@ class Loop(unix_events._UnixSelectorEventLoop):
     # -- one iteration ----------------------------------------------------------------------
     def _process_events(self, event_list):
         ready = self._ready
+        if TRACE.on:  # once per poll, not once per event
+            io_ready = TRACE.io_ready
+            for key, mask in event_list:
+                io_ready(key.fd, (1 if mask & 1 else 0) | (4 if mask & 2 else 0))
         for key, mask in event_list:
             reader, writer = key.data
-            if TRACE.on:
-                TRACE.io_ready(key.fd, (1 if mask & 1 else 0) | (4 if mask & 2 else 0))
             if mask & 1 and reader is not None:
                 if reader._cancelled:
                     self._remove_reader(key.fileobj)
@@ -315,11 +411,12 @@ class Loop(unix_events._UnixSelectorEventLoop):
         count = len(scheduled)
         if (count > _MIN_SCHEDULED_TIMER_HANDLES
                 and self._timer_cancelled_count / count > _MIN_CANCELLED_TIMER_HANDLES_FRACTION):
+            tracing = TRACE.on
             kept = []
             for handle in scheduled:
                 if handle._cancelled:
                     handle._scheduled = False
-                    if TRACE.on:
+                    if tracing:
                         TRACE.timer_cancel(handle)
                 else:
                     kept.append(handle)
@@ -386,9 +483,22 @@ class Loop(unix_events._UnixSelectorEventLoop):
                 if not handle._cancelled:
                     run_handle(handle)
         else:
+            # Handle._run() inlined for the loop's own handle classes (a Python frame per
+            # callback is a measurable share of a short callback); any other class, say a
+            # subclass with its own _run, is run through it.
+            popleft = ready.popleft
             for _ in range(ntodo):
-                handle = ready.popleft()
-                if not handle._cancelled:
+                handle = popleft()
+                if handle._cancelled:
+                    continue
+                if type(handle) is _Handle or type(handle) is _TimerHandle:
+                    try:
+                        handle._context.run(handle._callback, *handle._args)
+                    except (SystemExit, KeyboardInterrupt):
+                        raise
+                    except BaseException as exc:
+                        _report_callback_error(handle, exc)
+                else:
                     handle._run()
         handle = None  # break cycles when an exception occurs
         if tracing:

@@ -10,7 +10,7 @@ nothing that depends on whether anyone watches. A reader in another process maps
 read-only and copies what it wants. A syscall count taken with a reader attached is the count
 without it, because the reader never talks to the target.
 
-Layout, version 1 (``VERSION``). All integers little-endian; every section starts on a page.
+Layout, version 2 (``VERSION``; version 1 had no wake kind, ready time or never-awaited record). All integers little-endian; every section starts on a page.
 
     offset 0      HEADER (``HEADER_FMT``, fields below; the section table says where the rest is)
                   magic b"CSPROBE1", version, header size, pid, process start time in clock ticks
@@ -35,7 +35,9 @@ Layout, version 1 (``VERSION``). All integers little-endian; every section start
     RING          ``ring_records`` records of ``RECORD_SIZE`` bytes (``RECORD_FMT``), record with
                   sequence number n (1-based) in entry (n - 1) % ring_records. Fields: seq_begin,
                   kind, thread slot, aux, monotonic ns, task id, request id, a, b, c, d, e, f, seq_end.
-                  What aux and a..f mean per kind is ``RECORD_FIELDS``.
+                  What aux and a..f mean per kind is ``RECORD_FIELDS``. A step begin says how the
+                  step came to be queued (b, ``WAKES``) and how long it had been queued (a): see
+                  "Wakes and scheduled delay" below.
     STRINGS       an append-only table: each entry is a u32 length and that many UTF-8 bytes;
                   a string id is the entry's offset in the section (id 0 is the empty string).
                   Names, qualnames, file:line, short stacks. When full, new strings get id 0 and
@@ -44,6 +46,33 @@ Layout, version 1 (``VERSION``). All integers little-endian; every section start
                   ver_begin, kind, state (1 open, 0 closed), generation (opens of this fd number
                   so far), task id, request id, stack string id, monotonic ns of the open,
                   ver_end. The origin of every fd still open, even after the ring wrapped.
+
+Wakes and scheduled delay (version 2)
+-------------------------------------
+tokio-console's "scheduled" time is the time from a task's wake to its poll; its self-wake lint
+counts a task that wakes itself. asyncio's Task queues its step in one of two ways, and the
+callback of the ready handle says which: its own ``__step`` (C: a ``TaskStepMethWrapper``) at
+creation and after a bare ``yield`` (``asyncio.sleep(0)``: the task woke itself), or
+``task_wakeup`` (Python: ``__wakeup``), the done callback of the future it awaited (woken).
+So a step begin carries, at no extra record, ``b`` = ``WAKE_FIRST`` / ``WAKE_SELF`` /
+``WAKE_WOKEN`` (``WAKE_UNKNOWN`` when the emitter cannot tell) and ``a`` = ``ready_for_ns``:
+how long before the step began it was certainly in the ready queue, namely since the end of
+the loop iteration before the one that runs it (everything a step is woken by runs in an
+earlier iteration's callbacks). That costs the writer one load and one subtraction per step
+instead of a timestamp per ``call_soon``, and a duration packs cheaper than a second
+timestamp (struct packs an int under 2**30, one CPython digit, some 300 instructions faster
+than a larger one, which is also why the wake is in ``b`` and not in the head word's ``aux``
+bits). Its price: a woken step's delay is a lower bound, short of the true one by what the
+previous iteration still ran after the wake. For the other two kinds the reader knows the
+exact moment from records it already has: the task's creation (first step) and the end of its
+previous step (self-wake, queued as that step returned). ``a`` is 0 when unknown (the loop's
+first iteration; uvloop, which has no loop iteration records). With loops in several threads
+the iteration end is the last one any of them finished: a woken step's delay is then rougher.
+
+A coroutine never awaited: CPython warns through ``warnings._warn_unawaited_coroutine`` when
+such a coroutine is collected; the tracer wraps that function and writes one
+``CORO_NEVER_AWAITED`` record (qualname, where it was created from ``cr_origin``, where it is
+defined) before the usual warning.
 
 Consistency without locks (the seqlock rule, for ring records and fd entries)
 -----------------------------------------------------------------------------
@@ -80,7 +109,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-VERSION = 1
+VERSION = 2
 MAGIC = b"CSPROBE1"
 PAGE = 4096
 PROBE_DIR = "/dev/shm"
@@ -223,13 +252,14 @@ class Rec(enum.IntEnum):
     EXECUTOR_DONE = 17
     SLOW_STEP = 18
     TASK_NAME = 19       # a task named after it was created (asyncio.create_task(name=...))
+    CORO_NEVER_AWAITED = 20   # a coroutine object collected without ever being awaited
 
 
 # What aux and a..f hold for each kind; "sid:" fields are string ids. Readers name fields by this.
 RECORD_FIELDS: dict[Rec, dict[str, str]] = {
     Rec.TASK_CREATE: {"aux": "late", "a": "parent_task", "b": "sid:name", "c": "sid:coro",
                       "d": "sid:created_at", "e": "default_name_number", "f": "sid:coro_defined_at"},
-    Rec.STEP_BEGIN: {},
+    Rec.STEP_BEGIN: {"a": "ready_for_ns", "b": "wake"},   # see "Wakes and scheduled delay"
     Rec.STEP_END: {"a": "duration_ns"},
     Rec.TASK_DONE: {"aux": "outcome", "b": "sid:exception"},
     Rec.IO_REGISTER: {"aux": "events", "a": "fd"},
@@ -247,8 +277,13 @@ RECORD_FIELDS: dict[Rec, dict[str, str]] = {
     Rec.EXECUTOR_DONE: {"a": "future", "b": "duration_ns"},
     Rec.SLOW_STEP: {"a": "duration_ns", "b": "sid:stack"},
     Rec.TASK_NAME: {"b": "sid:name"},
+    # task/request: those current when it was collected (not where it was created)
+    Rec.CORO_NEVER_AWAITED: {"b": "sid:coro", "c": "sid:created_at", "d": "sid:defined_at"},
 }
 OUTCOMES = ["result", "exception", "cancelled"]
+# STEP_BEGIN aux: how the step's handle came to be in the ready queue
+WAKE_UNKNOWN, WAKE_FIRST, WAKE_SELF, WAKE_WOKEN = 0, 1, 2, 3
+WAKES = ["unknown", "first", "self", "woken"]
 NO_THREAD = 0xFFFF     # record.thread when the emitter did not look its slot up
 
 # --------------------------------------------------------------------------------------- strings

@@ -35,20 +35,34 @@ def _frozen(data) -> bytes:
 
 
 class StreamTransport(selector_events._SelectorSocketTransport):
-    # _buffer: deque of bytes/memoryview chunks not yet sent, oldest first; never holds an empty
-    # chunk. _buffer_size: their total length in bytes. Non-empty iff the writer is registered
-    # (or the connection is being torn down).
-    _buffer_factory = collections.deque
+    # _buffer: the empty tuple until something is first queued (most connections never queue
+    # anything, and an empty deque costs 760 bytes: 7 MB at 10,000 connections), then a deque of
+    # bytes/memoryview chunks not yet sent, oldest first; never holds an empty chunk.
+    # _buffer_size: their total length in bytes. Non-empty iff the writer is registered (or the
+    # connection is being torn down).
+    _buffer_factory = tuple  # see _queue()
+
+    _buffered_reads = False  # the protocol is a BufferedProtocol (set by set_protocol)
 
     def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
         self._buffer_size = 0
+        self._read_view = loop._read_view  # the loop's shared receive buffer
         super().__init__(loop, sock, protocol, waiter, extra, server)
 
     # -- reading ----------------------------------------------------------------------------
+    def set_protocol(self, protocol):
+        self._buffered_reads = isinstance(protocol, selector_events.protocols.BufferedProtocol)
+        super().set_protocol(protocol)
+
     def _read_ready__data_received(self):
+        # Registered as the reader itself (_read_ready below), not behind asyncio's _read_ready,
+        # which only calls _read_ready_cb: one Python call less per read.
+        if self._buffered_reads:
+            self._read_ready__get_buffer()
+            return
         if self._conn_lost:
             return
-        view = self._loop._read_view
+        view = self._read_view
         try:
             nbytes = self._sock.recv_into(view)
         except (BlockingIOError, InterruptedError):
@@ -68,6 +82,8 @@ class StreamTransport(selector_events._SelectorSocketTransport):
             raise
         except BaseException as exc:
             self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
+
+    _read_ready = _read_ready__data_received
 
     # -- writing ----------------------------------------------------------------------------
     def get_write_buffer_size(self):
@@ -105,7 +121,7 @@ class StreamTransport(selector_events._SelectorSocketTransport):
                 return
             self._loop._add_writer(self._sock_fd, self._write_ready)
             chunk = memoryview(data)[n:] if n else data  # bytes are immutable: no copy needed
-            self._buffer.append(chunk)
+            self._queue().append(chunk)
             self._buffer_size += len(chunk)
             self._maybe_pause_protocol()
             return
@@ -131,7 +147,7 @@ class StreamTransport(selector_events._SelectorSocketTransport):
             data = memoryview(data)[n:] if n else data
             self._loop._add_writer(self._sock_fd, self._write_ready)
         chunk = _frozen(data)
-        self._buffer.append(chunk)
+        self._queue().append(chunk)
         self._buffer_size += len(chunk)
         self._maybe_pause_protocol()
 
@@ -145,7 +161,7 @@ class StreamTransport(selector_events._SelectorSocketTransport):
         if not chunks:
             return
         was_empty = not self._buffer
-        self._buffer.extend(chunks)
+        self._queue().extend(chunks)
         self._buffer_size += sum(map(len, chunks))
         if was_empty:
             if not self._send_buffered():
@@ -153,6 +169,12 @@ class StreamTransport(selector_events._SelectorSocketTransport):
             if self._buffer:
                 self._loop._add_writer(self._sock_fd, self._write_ready)
         self._maybe_pause_protocol()
+
+    def _queue(self) -> collections.deque:
+        """The write queue, made on first use."""
+        if type(self._buffer) is tuple:
+            self._buffer = collections.deque()
+        return self._buffer
 
     def _send_buffered(self) -> bool:
         """One sendmsg of as much of the queue as it takes; False after a fatal error."""

@@ -18,15 +18,18 @@ from diag.model.check import CheckReport, LoopWarning, Measurement
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def measurement(name="s", syscalls=None, fds=(7, 7, 7), warnings=(), rate=None):
-    fds = list(fds)
+def measurement(name="s", syscalls=None, fds=(7, 7, 7), warnings=(), rate=None, tasks=(3, 3, 3),
+                tasks_why_not=None, survivors=()):
+    fds, tasks = list(fds), [] if tasks_why_not else list(tasks)
     return Measurement(
         scenario=name, command=["python", "-m", "svc"], loop="asyncio", requests=100,
         syscalls_backend="bpf", syscalls_per_request=syscalls, cycles=len(fds),
         fds_after_cycle=fds, threads_after_cycle=[1] * len(fds),
         leaked_fds_per_cycle=(fds[-1] - fds[0]) / (len(fds) - 1), leaked_threads_per_cycle=0.0,
         warnings=list(warnings), warnings_backend="client-latency", max_latency_ms=1.0,
-        requests_per_s=rate)
+        requests_per_s=rate, tasks_after_cycle=tasks,
+        leaked_tasks_per_cycle=None if tasks_why_not else (tasks[-1] - tasks[0]) / (len(tasks) - 1),
+        tasks_not_measured=tasks_why_not, leaked_task_survivors=list(survivors))
 
 
 def test_project_config_loads_and_names_its_scenarios():
@@ -34,6 +37,8 @@ def test_project_config_loads_and_names_its_scenarios():
     assert [s.name for s in config.scenarios] == ["http-asyncio", "http-uvloop", "http-runtime"]
     assert config.baseline == ROOT / "coroscope-baseline.json"
     assert config.variables["service"] == "examples.http_service"
+    # every scenario is traced, so live tasks per cycle are counted (from the probe file)
+    assert all(s.trace and s.leaked_tasks_per_cycle == 0 for s in config.scenarios)
 
 
 def test_var_override_and_bad_configs(tmp_path):
@@ -82,16 +87,43 @@ def test_evaluate_names_each_regression():
     scenario = Scenario(name="s", command=["x"])
     base = {"s": {"syscalls_per_request": {"read": 1.0}}}
     clean = evaluate(scenario, measurement(syscalls={"read": 1.0}), base)
-    assert [r.status for r in clean] == ["pass"] * 4
+    assert [r.status for r in clean] == ["pass"] * 5
     bad = evaluate(scenario, measurement(syscalls={"read": 1.0, "getppid": 1.0}, fds=(7, 8, 9),
+                                         tasks=(3, 5, 7), survivors=["4 x watch (svc.py:9)"],
                                          warnings=[LoopWarning("blocked-loop", "200 ms", "probe")]), base)
     failed = {r.budget: r.message for r in bad if r.status == "fail"}
-    assert set(failed) == {"syscalls_per_request", "leaked_fds_per_cycle", "warnings"}
+    assert set(failed) == {"syscalls_per_request", "leaked_fds_per_cycle", "leaked_tasks_per_cycle",
+                           "warnings"}
     assert "getppid" in failed["syscalls_per_request"]
     assert "1 per cycle" in failed["leaked_fds_per_cycle"]
+    assert failed["leaked_tasks_per_cycle"].startswith("tasks leaked: 2 per cycle over 3 cycles")
+    assert "after each cycle: 3, 5, 7" in failed["leaked_tasks_per_cycle"]
+    assert "still pending: 4 x watch (svc.py:9)" in failed["leaked_tasks_per_cycle"]
     assert "blocked-loop" in failed["warnings"]
     missing = evaluate(scenario, measurement(syscalls={"read": 1.0}), {})
     assert missing[0].status == "fail" and "--update-baseline" in missing[0].message
+
+
+def test_task_budget_not_measured_says_why_and_can_be_turned_off(tmp_path):
+    scenario = Scenario(name="s", command=["x"])
+    why = "no probe file: pid 7 publishes no probe file"
+    results = evaluate(scenario, measurement(syscalls=None, tasks_why_not=why), {})
+    (tasks,) = [r for r in results if r.budget == "leaked_tasks_per_cycle"]
+    assert tasks.status == "skip" and tasks.message == f"tasks per cycle not measured: {why}"
+    assert "not measured (no probe file" in markdown(CheckReport("c", None, False, [measurement(
+        tasks_why_not=why)], results))
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[[scenario]]\nname="x"\ncommand=["a"]\n[scenario.budgets]\n'
+                   'leaked_tasks_per_cycle=false\n')
+    off = load_config(cfg).scenarios[0]
+    assert off.leaked_tasks_per_cycle is None
+    assert "leaked_tasks_per_cycle" not in {r.budget for r in evaluate(off, measurement(), {})}
+    cfg.write_text(cfg.read_text().replace("leaked_tasks_per_cycle", "leaked_taskz_per_cycle"))
+    with pytest.raises(CoroscopeError, match="unknown budget"):
+        load_config(cfg)
+    cfg.write_text('[[scenario]]\nname="x"\ncommand=["a"]\n[scenario.budgets]\n'
+                   'leaked_tasks_per_cycle=2\n')
+    assert load_config(cfg).scenarios[0].leaked_tasks_per_cycle == 2
 
 
 def test_ratio_budget():
@@ -108,7 +140,7 @@ def test_markdown_and_junit_show_failures():
     md = markdown(report)
     assert "1 regression(s)" in md and "getppid" in md
     suite = ET.fromstring(junit_xml(report))
-    assert suite.get("failures") == "1" and suite.get("tests") == "4"
+    assert suite.get("failures") == "1" and suite.get("tests") == "5"
     failure = suite.find("testcase[@name='syscalls_per_request']/failure")
     assert failure is not None and "getppid" in failure.get("message")
 

@@ -53,6 +53,23 @@ def test_findings_rank_defects_before_costs_before_context():
     assert ratio.title == "leaky served 2.00x the requests/s of blocked"
 
 
+def test_task_leak_is_a_defect_with_its_evidence():
+    run = make_run("asyncio", {"epoll_wait": 1, "recvfrom": 1, "sendto": 1})
+    run.tasks_after_cycle, run.leaked_tasks_per_cycle = [4, 5, 6, 7], 1.0
+    run.leaked_task_survivors = ["4 x _idle_watchdog (created at svc.py:24)"]
+    findings = find([run])
+    assert findings[0].severity == "error"
+    assert findings[0].title == "1 task left pending per connection cycle"
+    assert findings[0].evidence == [
+        "live tasks after each cycle (connect, 10 requests, close): [4, 5, 6, 7]",
+        "still pending: 4 x _idle_watchdog (created at svc.py:24)"]
+    report = DoctorReport("now", "svc", "http", 2.0, [run], findings)
+    assert any(l.split() == ["tasks", "leaked", "per", "cycle", "1"] for l in summary_lines(report))
+    assert "live tasks after each cycle" in render(report)
+    run.tasks_after_cycle, run.leaked_tasks_per_cycle = [4, 4, 4, 4], 0.0
+    assert not [f for f in find([run]) if "task" in f.title]
+
+
 def test_clean_run_has_no_defects():
     findings = find([make_run("clean", {"epoll_wait": 1, "recvfrom": 1, "sendto": 1})])
     assert [f.severity for f in findings] == ["info"]

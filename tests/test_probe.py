@@ -293,3 +293,42 @@ def test_probe_command_bad_input_is_one_line(tmp_path):
             pass
         sleeper.kill()
         sleeper.wait()
+
+
+def test_step_begin_says_how_the_step_was_queued(trace_all):
+    """First step, woken by the future it awaited (a timer), or queued by itself (a bare
+    yield: asyncio.sleep(0)), told by the handle's callback; ready_for_ns counts from the end
+    of the iteration before, so it is at most the time since the task's previous step ended."""
+    facts, records, snap, _ = trace_all
+    created = {r.task: r for r in records if r.kind == "task_create"}
+    main = next(t for t, c in created.items() if c.fields["coro"] == "main")
+    begins: dict[int, list] = {}
+    for r in records:
+        if r.kind == "step_begin":
+            begins.setdefault(r.task, []).append(r)
+    assert set(begins) == set(created)
+    assert all(b[0].fields["wake"] == "first" for b in begins.values())
+    assert all(r.fields["wake"] in ("self", "woken") for b in begins.values() for r in b[1:])
+    # returns(): first step, then woken by its sleep's timer
+    returns = next(t for t, c in created.items() if c.fields["coro"] == "returns" and c.fields["created_at"])
+    assert [r.fields["wake"] for r in begins[returns]] == ["first", "woken"]
+    # main awaits asyncio.sleep(0) twice, and loop.create_server once more (asyncio skips an
+    # iteration there with sleep(0)): three self-wakes, the rest woken
+    assert sum(r.fields["wake"] == "self" for r in begins[main]) == 3
+    ends = {r.task: [] for r in records if r.kind == "step_end"}
+    for r in records:
+        if r.kind == "step_end":
+            ends[r.task].append(r)
+    for task, steps in begins.items():
+        for i, r in enumerate(steps[1:], start=1):
+            assert 0 < r.fields["ready_for_ns"] <= r.ns - ends[task][i - 1].ns
+
+
+def test_a_coroutine_never_awaited_is_recorded_with_where_it_was_created(trace_all):
+    facts, records, snap, _ = trace_all
+    (rec,) = [r for r in records if r.kind == "coro_never_awaited"]
+    assert rec.fields["coro"] == "returns"
+    assert rec.fields["created_at"].endswith(f"examples/trace_all.py:{facts['never_awaited_line']}")
+    from examples import trace_all as example
+    defined = example.returns.__code__.co_firstlineno
+    assert rec.fields["defined_at"].endswith(f"examples/trace_all.py:{defined}")

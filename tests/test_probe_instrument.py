@@ -87,6 +87,17 @@ def test_task_records_on_a_stock_loop(loop):
     assert all(r.request == job.request for r in steps)
     begins = [r for r in records if r.kind == "step_begin" and r.task == tasks["worker"]]
     assert len(begins) == 4
+    # how each step was queued, told by what the one before yielded: three sleep(0)s wake it
+    # itself; "forever" is woken by its cancellation (the timer future it awaited)
+    assert [r.fields["wake"] for r in begins] == ["first", "self", "self", "self"]
+    forever = [r.fields["wake"] for r in records if r.kind == "step_begin" and r.task == tasks["forever"]]
+    assert forever == ["first", "woken"]
+    # by when a step was queued is the end of the iteration before: known from the loop's
+    # iterations, hooked on asyncio only (0 before the first iteration ended)
+    first_iteration = min((r.seq for r in records if r.kind == "loop_iteration"), default=None)
+    ready_for = [r.fields["ready_for_ns"] for r in records if r.kind == "step_begin"
+                 and (first_iteration is None or r.seq > first_iteration)]
+    assert ready_for and (all(ready_for) if loop == "asyncio" else not any(ready_for))
 
     done = {r.task: r.fields for r in records if r.kind == "task_done"}
     assert done[tasks["worker"]]["outcome"] == "result"
@@ -101,4 +112,4 @@ def test_task_records_on_a_stock_loop(loop):
         assert {"loop_iteration", "timer_add", "timer_cancel", "io_unregister"} <= kinds
     else:                          # uvloop: the task factory only
         assert kinds <= {"task_create", "task_name", "step_begin", "step_end", "task_done",
-                         "slow_step", "request_begin", "request_end"}
+                         "slow_step", "request_begin", "request_end", "coro_never_awaited"}

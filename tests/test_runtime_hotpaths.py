@@ -377,3 +377,24 @@ def test_subprocess_pipes_are_read_through_the_shared_buffer(loop):
         return out
 
     assert loop.run_until_complete(scene()) == b"\0" * 300000
+
+
+def test_a_connection_that_never_queues_holds_no_write_queue(loop):
+    ours, peer = _pair_with_small_buffers()
+    transport, _ = _connect(loop, ours)
+    transport.write(b"ping")
+    assert transport._buffer == () and _drain(peer, 4) == b"ping"
+    transport.write(b"x" * (1 << 20))  # more than the socket takes: the rest is queued
+    assert type(transport._buffer).__name__ == "deque" and transport.get_write_buffer_size() > 0
+    got = bytearray()
+    peer.setblocking(False)
+    while transport.get_write_buffer_size() or len(got) < 1 << 20:
+        loop.run_until_complete(asyncio.sleep(0.001))
+        try:
+            got += peer.recv(1 << 20)
+        except BlockingIOError:
+            pass
+    assert len(got) == 1 << 20
+    transport.close()
+    loop.run_until_complete(asyncio.sleep(0))
+    peer.close()

@@ -4,6 +4,7 @@ TRACE is process-wide and the test process must stay untraced."""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import textwrap
@@ -160,3 +161,81 @@ def test_enable_from_env_only_when_asked():
         out = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=30,
                              env={**__import__("os").environ, "COROSCOPE_TRACE": value})
         assert out.stdout.strip() == expected, out.stderr
+
+
+WAKES_TARGET = textwrap.dedent("""
+    import asyncio, gc, json, sys, warnings
+    import runtime
+    from runtime import tracing
+    from diag.probe import ProbeReader
+    tracing.enable()
+    hooked = warnings._warn_unawaited_coroutine
+
+    async def spins():
+        await asyncio.sleep(0)
+        await asyncio.sleep(0.001)
+
+    async def idle():
+        await asyncio.sleep(3600)
+
+    async def never():
+        pass
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        c = asyncio.create_task(spins(), name="c-task")
+        loop.set_task_factory(lambda loop, coro, **kw: asyncio.tasks._PyTask(coro, loop=loop, **kw))
+        py = loop.create_task(spins(), name="py-task")
+        loop.set_task_factory(None)
+        await asyncio.gather(c, py)
+        sleeper = asyncio.create_task(idle(), name="sleeper")
+        await asyncio.sleep(0)
+        loop.call_soon(sleeper.cancel)       # a task's method, not one of its steps
+        await asyncio.gather(sleeper, return_exceptions=True)
+        # a coroutine collected while the writer holds its lock in this very thread (a cycle
+        # collection during an allocation in intern()): kept aside, written at the next chance
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with tracing.writer()._lock:
+                coro = never()
+                del coro
+            print(json.dumps({"backlog": len(tracing.TRACE._unawaited_backlog)}), flush=True)
+        with warnings.catch_warnings(record=True) as caught:     # the warning is unchanged
+            warnings.simplefilter("always")
+            coro = never()
+            del coro
+        print(json.dumps([(w.filename, str(w.message).splitlines()[0]) for w in caught]))
+        await asyncio.sleep(0)               # the next task done flushes it
+
+    runtime.run(main())
+    reader = ProbeReader.open_file(tracing.writer().path)
+    records = reader.poll()
+    names = {r.task: r.fields["name"] for r in records if r.kind in ("task_create", "task_name")
+             and r.fields["name"] and not r.fields["name"].startswith("Task-")}
+    wakes = {}
+    for r in records:
+        if r.kind == "step_begin" and r.task in names:
+            wakes.setdefault(names[r.task], []).append(r.fields["wake"])
+    never = [r.fields["coro"] for r in records if r.kind == "coro_never_awaited"]
+    depth = sys.get_coroutine_origin_tracking_depth()
+    tracing.disable()
+    print(json.dumps({"wakes": wakes, "never": never, "depth": depth,
+                      "restored": warnings._warn_unawaited_coroutine is not hooked
+                      and sys.get_coroutine_origin_tracking_depth() == 0}))
+""")
+
+
+def test_wake_kinds_of_c_and_python_tasks_and_a_deferred_never_awaited_record():
+    out = subprocess.run([PY, "-c", WAKES_TARGET], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    first, warned, last = (json.loads(line) for line in out.stdout.splitlines())
+    assert first == {"backlog": 1}
+    # attributed to the code that dropped it (this -c script), as without the tracer
+    assert warned == [["<string>", "coroutine 'never' was never awaited"]]
+    # first step, a self-wake (sleep(0)), woken by the timer; the same for the Python Task,
+    # told by its bound __step / __wakeup; the sleeper's cancel through call_soon is no step
+    assert last["wakes"]["c-task"] == ["first", "self", "woken"]
+    assert last["wakes"]["py-task"] == ["first", "self", "woken"]
+    assert last["wakes"]["sleeper"] == ["first", "woken"]
+    assert last["never"] == ["never", "never"]
+    assert last["depth"] == 1 and last["restored"]

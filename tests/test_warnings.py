@@ -97,3 +97,28 @@ def test_check_selects_and_rejects_unknown_lints():
 
 def test_empty_snapshot_has_no_findings():
     assert warnings.check(LiveSnapshot()) == []
+
+
+def test_wake_kinds_count_self_wakes_and_scheduled_delay_from_the_exact_moments():
+    """The probe's step begin says how the step was queued; the state takes the queue time of a
+    first step from the task's creation and of a self-wake from its previous step's end (exact),
+    and of a woken step from the probe (the end of the previous iteration)."""
+    from diag.live.state import LiveState
+    from runtime.probefile import WAKE_FIRST, WAKE_SELF, WAKE_WOKEN
+
+    state = LiveState()
+    state.apply(ev.TaskCreated(T0, 1, "spinner"))
+    state.apply(ev.StepBegin(T0 + 1 * MS, 1, queued_ns=T0 + MS // 2, wake=WAKE_FIRST))
+    t = T0 + 2 * MS
+    state.apply(ev.StepEnd(t, 1))
+    for _ in range(11):                          # each step queued as the one before ended
+        state.apply(ev.StepBegin(t + 3 * MS, 1, queued_ns=t + 2 * MS, wake=WAKE_SELF))
+        state.apply(ev.StepEnd(t + 4 * MS, 1))
+        t += 4 * MS
+    state.apply(ev.StepBegin(t + 10 * MS, 1, queued_ns=t + 9 * MS, wake=WAKE_WOKEN))
+    state.apply(ev.StepEnd(t + 11 * MS, 1))
+    (row,) = state.snapshot().tasks
+    assert (row.polls, row.self_wakes, row.wakes) == (13, 11, 1)
+    assert row.scheduled_ns == 1 * MS + 11 * 3 * MS + 1 * MS
+    (f,) = warnings.self_wakes(state.snapshot())
+    assert "woke itself in 11 of 12 steps" in f.message

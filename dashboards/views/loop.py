@@ -11,7 +11,7 @@ from ..render import series_line
 
 
 # the entries of snapshot.missing this view speaks for
-LOOP_GAPS = ("loop", "scheduling lag", "scheduled delay", "slow callbacks")
+LOOP_GAPS = ("loop", "scheduling lag", "wakeup delay", "slow callbacks")
 
 
 class LoopView(VerticalScroll):

@@ -70,18 +70,23 @@ def evaluate(scenario: Scenario, m: Measurement, baseline: dict | None) -> list[
                     add("syscalls_per_request", "pass",
                         f"{_fmt(round(total_after, 3))} syscalls per request, as in {against}")
 
-    for budget, value, unit, series in (
-            ("leaked_fds_per_cycle", m.leaked_fds_per_cycle, "fds", m.fds_after_cycle),
-            ("leaked_threads_per_cycle", m.leaked_threads_per_cycle, "threads", m.threads_after_cycle)):
+    for budget, value, unit, series, why_not, evidence in (
+            ("leaked_fds_per_cycle", m.leaked_fds_per_cycle, "fds", m.fds_after_cycle, None, []),
+            ("leaked_tasks_per_cycle", m.leaked_tasks_per_cycle, "tasks", m.tasks_after_cycle,
+             m.tasks_not_measured, m.leaked_task_survivors),
+            ("leaked_threads_per_cycle", m.leaked_threads_per_cycle, "threads", m.threads_after_cycle,
+             None, [])):
         limit = getattr(scenario, budget)
         if limit is None:
             continue
         if value is None:
-            add(budget, "skip", f"{unit} per cycle not measured (fewer than 2 cycles ran)")
+            add(budget, "skip", f"{unit} per cycle not measured: "
+                                f"{why_not or 'fewer than 2 cycles ran'}")
         elif value > limit:
+            still = f"; still pending: {'; '.join(evidence)}" if evidence else ""
             add(budget, "fail", f"{unit} leaked: {_fmt(round(value, 3))} per cycle over "
                                 f"{len(series)} cycles (budget {_fmt(limit)}; after each cycle: "
-                                f"{', '.join(map(str, series))})")
+                                f"{', '.join(map(str, series))}){still}", evidence)
         else:
             add(budget, "pass", f"{_fmt(round(value, 3))} {unit} per cycle (budget {_fmt(limit)})")
 

@@ -15,9 +15,11 @@
     cycles = 4                    # leak cycles: connect, cycle_requests each, close
     [scenario.budgets]
     syscalls_per_request = "baseline"   # or a table {epoll_wait = 1, ...}, or false
-    leaked_fds_per_cycle = 0
+    leaked_fds_per_cycle = 0            # each leak budget: a number, or false for none
+    leaked_tasks_per_cycle = 0          # needs trace = true: counted from the probe file
     leaked_threads_per_cycle = 0
-    trace = true                  # tracepoints on: loop warnings (diag.warnings) from the probe
+    trace = true                  # tracepoints on: loop warnings (diag.warnings) and live
+                                  # tasks per cycle, both from the probe file
     warnings = ["blocked-loop", "never-yielded"]
 
     [[ratio]]                     # timing: metric of scenario / metric of reference, same job
@@ -63,9 +65,11 @@ class Scenario:
     blocked_loop_ms: float = 150.0    # client-latency fallback threshold for "blocked-loop"
     syscalls: str | dict[str, float] | bool = "baseline"
     leaked_fds_per_cycle: float | None = 0
+    leaked_tasks_per_cycle: float | None = 0    # live asyncio tasks, from the probe (trace = true)
     leaked_threads_per_cycle: float | None = 0
     warnings: list[str] = field(default_factory=lambda: list(DEFAULT_WARNINGS))
-    trace: bool = False               # tracepoints on (COROSCOPE_TRACE=1): warnings from the probe
+    trace: bool = False               # tracepoints on (COROSCOPE_TRACE=1): warnings and task counts
+                                      # from the probe
 
 
 @dataclass
@@ -91,11 +95,18 @@ class CheckConfig:
 _SCENARIO_KEYS = {"name", "command", "loop", "warmup", "requests", "cycles", "cycle_connections",
                   "cycle_requests", "throughput_seconds", "throughput_connections",
                   "blocked_loop_ms", "budgets", "trace"}
-_BUDGET_KEYS = {"syscalls_per_request", "leaked_fds_per_cycle", "leaked_threads_per_cycle", "warnings"}
+_BUDGET_KEYS = {"syscalls_per_request", "leaked_fds_per_cycle", "leaked_tasks_per_cycle",
+                "leaked_threads_per_cycle", "warnings"}
 
 
 def _fail(path: Path, what: str) -> CoroscopeError:
     return CoroscopeError(f"{path}: {what}")
+
+
+def _leak_budget(budgets: dict, key: str) -> float | None:
+    """A leak budget: a number (0 by default), or ``false`` for no budget at all."""
+    value = budgets.get(key, 0)
+    return None if value is False else value
 
 
 def load_config(path: str | Path, overrides: dict[str, str] | None = None) -> CheckConfig:
@@ -133,10 +144,13 @@ def load_config(path: str | Path, overrides: dict[str, str] | None = None) -> Ch
         fields = {k: raw[k] for k in _SCENARIO_KEYS - {"budgets", "command"} if k in raw}
         scenario = Scenario(command=[str(c) for c in command], **fields,
                             syscalls=budgets.get("syscalls_per_request", "baseline"),
-                            leaked_fds_per_cycle=budgets.get("leaked_fds_per_cycle", 0),
-                            leaked_threads_per_cycle=budgets.get("leaked_threads_per_cycle", 0),
+                            leaked_fds_per_cycle=_leak_budget(budgets, "leaked_fds_per_cycle"),
+                            leaked_threads_per_cycle=_leak_budget(budgets, "leaked_threads_per_cycle"),
+                            leaked_tasks_per_cycle=_leak_budget(budgets, "leaked_tasks_per_cycle"),
                             warnings=list(warnings))
-        if scenario.cycles < 2 and scenario.leaked_fds_per_cycle is not None:
+        if scenario.cycles < 2 and any(limit is not None for limit in (
+                scenario.leaked_fds_per_cycle, scenario.leaked_tasks_per_cycle,
+                scenario.leaked_threads_per_cycle)):
             raise _fail(path, f"scenario {scenario.name}: leak budgets need cycles >= 2")
         scenarios.append(scenario)
     if not scenarios:

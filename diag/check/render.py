@@ -43,7 +43,10 @@ def markdown(report: CheckReport) -> str:
         if m.syscalls_per_request is not None:
             calls = ", ".join(f"{k} {v:g}" for k, v in m.syscalls_per_request.items())
             out.append(f"- syscalls per request ({m.syscalls_backend}): {calls}")
-        out.append(f"- fds after each cycle: {m.fds_after_cycle}; threads: {m.threads_after_cycle}")
+        tasks = m.tasks_after_cycle if m.tasks_not_measured is None else \
+            f"not measured ({m.tasks_not_measured})"
+        out.append(f"- after each cycle: fds {m.fds_after_cycle}; tasks {tasks}; "
+                   f"threads {m.threads_after_cycle}")
         if m.max_latency_ms is not None:
             out.append(f"- slowest request: {m.max_latency_ms:.1f} ms")
         if m.requests_per_s:

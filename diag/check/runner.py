@@ -9,9 +9,11 @@ Phases, in order, each on the built-in load client (diag.doctor.load):
      without this step the count flips between 6 and 3 from run to run; with it, the window
      sees the steady state of a service that has seen a connection close, every time;
   2. the syscall window: counter reset, exactly ``requests`` requests, counter read;
-  3. ``cycles`` leak cycles: connect, ``cycle_requests`` per connection, close, then the fd and
-     thread counts once they settle; the growth from the first cycle to the last, divided by
-     the cycles between, is the leak per cycle (the first cycle pays for lazy set-up);
+  3. ``cycles`` leak cycles: connect, ``cycle_requests`` per connection, close, then the fd,
+     thread and live-task counts once they settle; the growth from the first cycle to the last,
+     divided by the cycles between, is the leak per cycle (the first cycle pays for lazy
+     set-up). Tasks are counted from the probe file (``TaskCounter``), so only with
+     ``trace = true``; without a probe the result says "not measured" and why;
   4. optionally a timed throughput phase for ratio budgets.
 Loop warnings come from two places. With ``trace = true`` the target publishes tracepoints
 and the dashboard's lints (``diag.warnings``) run on what the probe file holds: a slow step with
@@ -25,8 +27,8 @@ from __future__ import annotations
 import time
 
 from diag.doctor.load import LoadError, LoadProcess
-from diag.doctor.measure import (SyscallCounter, count_fds, count_threads, settled_count,
-                                 syscall_counting_unavailable)
+from diag.doctor.measure import (SyscallCounter, TaskCounter, count_fds, count_threads,
+                                 settled_count, syscall_counting_unavailable)
 from diag.doctor.target import Target, expand_command
 from diag.errors import TargetGone
 from diag.model.check import LoopWarning, Measurement
@@ -76,7 +78,7 @@ def failed_measurement(scenario: Scenario, variables: dict[str, str], why: str) 
         loop=scenario.loop, requests=0, syscalls_backend=None, syscalls_per_request=None,
         cycles=0, fds_after_cycle=[], threads_after_cycle=[], leaked_fds_per_cycle=None,
         leaked_threads_per_cycle=None, warnings=[], warnings_backend="none", max_latency_ms=None,
-        requests_per_s=None, notes=[why], complete=False)
+        requests_per_s=None, notes=[why], complete=False, tasks_not_measured=why)
 
 
 def run_scenario(scenario: Scenario, variables: dict[str, str], want_syscalls: bool = True,
@@ -88,12 +90,23 @@ def run_scenario(scenario: Scenario, variables: dict[str, str], want_syscalls: b
     backend = None
     fds: list[int] = []
     threads: list[int] = []
+    tasks: list[int] = []
+    tasks_why_not = None
+    survivors: list[str] = []
     rate = None
     complete = True
     with Target(command, loop=scenario.loop, trace=scenario.trace) as target:
         probe, probe_findings = None, []
         if scenario.trace:
             probe = _attach_probe(target.pid, notes)
+        task_counter = None
+        if scenario.leaked_tasks_per_cycle is not None:
+            if scenario.trace:
+                task_counter = TaskCounter(target.pid)
+                tasks_why_not = task_counter.why_not
+            else:
+                tasks_why_not = ("the scenario runs without trace = true, and live tasks are "
+                                 "counted from the probe file tracing publishes")
         counter = None
         if want_syscalls:
             why_not = syscall_counting_unavailable()
@@ -124,14 +137,25 @@ def run_scenario(scenario: Scenario, variables: dict[str, str], want_syscalls: b
                 progress(f"{scenario.name}: syscall window done")
                 if probe is not None:
                     probe.poll()  # read the ring buffer before it can wrap
+                if task_counter is not None:
+                    task_counter.mark()
                 for _ in range(scenario.cycles):
                     load.connect(scenario.cycle_connections)
                     latencies.append(load.requests(scenario.cycle_requests)["max_ms"] or 0.0)
                     load.close_connections()
                     fds.append(settled_count(lambda: count_fds(target.pid)))
                     threads.append(settled_count(lambda: count_threads(target.pid)))
+                    if task_counter is not None and task_counter.why_not is None:
+                        alive = settled_count(task_counter.alive)
+                        if alive is not None:
+                            tasks.append(alive)
+                        task_counter.poll()
                     if probe is not None:
                         probe.poll()
+                if task_counter is not None:
+                    tasks_why_not = task_counter.why_not
+                    if tasks_why_not is None and len(tasks) >= 2 and tasks[-1] > tasks[0]:
+                        survivors = task_counter.survivors()
                 if scenario.throughput_seconds > 0:
                     load.connect(scenario.throughput_connections)
                     answer = load.run(scenario.throughput_seconds)
@@ -147,6 +171,8 @@ def run_scenario(scenario: Scenario, variables: dict[str, str], want_syscalls: b
                 counter.close()
             if probe is not None:
                 probe.close()
+            if task_counter is not None:
+                task_counter.close()
         if not target.alive():
             complete = False
             notes.append(f"the service exited with status {target.proc.returncode} mid-scenario")
@@ -165,4 +191,6 @@ def run_scenario(scenario: Scenario, variables: dict[str, str], want_syscalls: b
         warnings=warnings,
         warnings_backend="probe + client-latency" if probe is not None else "client-latency", max_latency_ms=worst,
         requests_per_s=rate, notes=notes, complete=complete,
+        tasks_after_cycle=tasks, leaked_tasks_per_cycle=None if tasks_why_not else _per_cycle(tasks),
+        tasks_not_measured=tasks_why_not, leaked_task_survivors=survivors,
     )

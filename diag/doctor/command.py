@@ -63,6 +63,8 @@ def summary_lines(report: DoctorReport) -> list[str]:
                                  if r.syscalls_per_request else "n/a" for r in report.runs])
     row("fds leaked per cycle", [f"{r.leaked_fds_per_cycle:g}" if r.leaked_fds_per_cycle is not None
                                  else "n/a" for r in report.runs])
+    row("tasks leaked per cycle", [f"{r.leaked_tasks_per_cycle:g}" if r.leaked_tasks_per_cycle is not None
+                                   else "n/a" for r in report.runs])
     row("loop warnings", [str(len(r.warnings)) for r in report.runs])
     row("flame graphs", [", ".join(f.mode for f in r.flames if f.svg) or "none" for r in report.runs])
     for r in report.runs:

@@ -27,7 +27,7 @@ from diag.errors import CoroscopeError
 from diag.model.doctor import FlameGraph, LatencyStats, Run, TimePoint
 
 from .load import LoadError, LoadProcess, have_wrk, run_wrk
-from .measure import (ProcSampler, SyscallCounter, count_fds, settled_count,
+from .measure import (ProcSampler, SyscallCounter, TaskCounter, count_fds, settled_count,
                       syscall_counting_unavailable)
 from .target import Target
 
@@ -117,6 +117,7 @@ def _life_a(run: Run, load: str, mode: str, duration: float, connections: int, p
         if why_not:
             notes.append(f"syscalls per request: not available: {why_not}")
         probe = _ProbeWatcher(target.pid, notes)
+        tasks = TaskCounter(target.pid)
         latencies = []
         try:
             with ProcSampler(target.pid) as sampler, LoadProcess(target.host, target.port,
@@ -139,13 +140,27 @@ def _life_a(run: Run, load: str, mode: str, duration: float, connections: int, p
                         run.syscalls_backend = counter.backend
                 client.close_connections()
                 progress(f"{run.label}: syscalls counted; leak cycles")
+                tasks.mark()
                 for _ in range(CYCLES):
                     client.connect(1)
                     latencies.append(client.requests(10)["max_ms"])
                     client.close_connections()
                     run.fds_after_cycle.append(settled_count(lambda: count_fds(target.pid)))
+                    if tasks.why_not is None:
+                        alive = settled_count(tasks.alive)
+                        if alive is not None:
+                            run.tasks_after_cycle.append(alive)
+                        tasks.poll()
                 fa = run.fds_after_cycle
                 run.leaked_fds_per_cycle = (fa[-1] - fa[0]) / (len(fa) - 1)
+                ta = run.tasks_after_cycle
+                if tasks.why_not is None and len(ta) >= 2:
+                    run.leaked_tasks_per_cycle = (ta[-1] - ta[0]) / (len(ta) - 1)
+                    if ta[-1] > ta[0]:
+                        run.leaked_task_survivors = tasks.survivors()
+                else:
+                    why = tasks.why_not or "fewer than 2 cycles were counted"
+                    notes.append(f"tasks leaked per cycle: not available: {why}")
                 # latency over time, on the built-in client
                 timed = max(1.0, duration / 2)
                 client.connect(connections)
@@ -190,6 +205,7 @@ def _life_a(run: Run, load: str, mode: str, duration: float, connections: int, p
         finally:
             if counter is not None:
                 counter.close()
+            tasks.close()
             snapshot = probe.finish()
         worst = max((l for l in latencies if l is not None), default=None)
         if worst is not None and worst >= 150:

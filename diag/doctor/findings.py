@@ -36,6 +36,22 @@ def _blocked(run: Run) -> list[Finding]:
 
 
 def _leaks(run: Run) -> list[Finding]:
+    return _fd_leak(run) + _task_leak(run)
+
+
+def _task_leak(run: Run) -> list[Finding]:
+    per_cycle = run.leaked_tasks_per_cycle
+    if not per_cycle or per_cycle <= 0:
+        return []
+    return [Finding(
+        f"{per_cycle:g} task{'s' if per_cycle != 1 else ''} left pending per connection cycle",
+        "error", 80.0 + min(19.0, per_cycle), run.label,
+        [f"live tasks after each cycle (connect, 10 requests, close): {run.tasks_after_cycle}"]
+        + [f"still pending: {s}" for s in run.leaked_task_survivors],
+        "cancel the task when its connection closes (connection_lost), or await it")]
+
+
+def _fd_leak(run: Run) -> list[Finding]:
     per_cycle = run.leaked_fds_per_cycle
     if not per_cycle or per_cycle <= 0:
         return []

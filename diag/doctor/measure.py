@@ -1,8 +1,9 @@
 """What doctor and check measure on a running target, each with the backend that measured it.
 
 Every measurement here reads the target from outside: the kernel (eBPF syscall counts),
-/proc (fd and thread counts). None makes the target run code or do syscalls, so the numbers
-are those of the service alone.
+/proc (fd and thread counts), the target's probe file (live tasks: a load from our own mapping
+of its shared memory). None makes the target run code or do syscalls, so the numbers are those
+of the service alone.
 
 Syscalls are counted process-wide over a window the caller opens and closes around an exact
 number of requests sent by the built-in load client on warm connections. With one connection
@@ -159,3 +160,104 @@ class ProcSampler:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
+
+
+def _relative(location: str) -> str:
+    """The first line of a creation stack, its path made relative when under the cwd."""
+    first = location.strip().splitlines()[0]
+    cwd = os.getcwd() + os.sep
+    return first[len(cwd):] if first.startswith(cwd) else first
+
+
+class TaskCounter:
+    """Live asyncio tasks of a traced target, from its probe file, and the ones that stay.
+
+    The count is the probe's ``tasks_alive`` counter (task create adds one, task done takes one
+    away), read through ``diag.probe``'s public API, never at raw offsets. The evidence comes
+    from the ring: each task created after ``mark()`` is remembered with its coroutine and the
+    line that created it until its done record comes; those still there at the end are named by
+    ``survivors()``. ``poll()`` must run often enough that the ring does not wrap in between
+    (once per leak cycle is plenty: a cycle writes hundreds of records, the ring holds 16,384);
+    records lost anyway are counted and said.
+
+    Where it cannot count, ``why_not`` says why in one line and every count is None: no probe
+    file (the target was not started with COROSCOPE_TRACE=1, or tracing failed in it), or a
+    probe that has seen no task created at all (a stock loop made outside an event loop policy,
+    which ``diag.instrument`` cannot hook, publishes no task record).
+    """
+
+    def __init__(self, pid: int, wait: float = 5.0):
+        self.pid = pid
+        self.reader = None
+        self.why_not: str | None = None
+        self._since_mark: dict[int, tuple[str, str]] = {}   # task id -> (coroutine, created at)
+        self._marked = False
+        from diag.errors import CoroscopeError
+        try:
+            from diag import probe
+        except Exception as exc:  # noqa: BLE001 - a broken reader must not stop the other budgets
+            self.why_not = f"the probe reader is not importable ({exc.__class__.__name__}: {exc})"
+            return
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                self.reader = probe.attach(pid, from_start=False)
+                return
+            except CoroscopeError as exc:  # not there yet (start-up), or not published at all
+                if time.monotonic() > deadline or not os.path.exists(f"/proc/{pid}"):
+                    self.why_not = f"no probe file: {exc}"
+                    return
+                time.sleep(0.05)
+
+    def alive(self) -> int | None:
+        """Tasks created and not yet done, now; None (and ``why_not`` set) when not countable."""
+        if self.reader is None:
+            return None
+        counters = self.reader.counters()
+        if "tasks_alive" not in counters:
+            self.why_not = "the probe file has no tasks_alive counter (a layout this reader does not know)"
+            return None
+        if counters.get("tasks_created", 1) == 0:
+            self.why_not = ("the probe saw no task created: this loop's tasks are not traced "
+                            "(a stock loop made outside an event loop policy escapes "
+                            "diag.instrument), or the service runs none")
+            return None
+        return counters["tasks_alive"]
+
+    def mark(self) -> None:
+        """From now on, remember the tasks created, for ``survivors``."""
+        self.poll()
+        self._since_mark.clear()
+        self._marked = True
+
+    def poll(self) -> None:
+        if self.reader is None:
+            return
+        for rec in self.reader.poll():
+            if rec.kind == "task_create" and self._marked:
+                self._since_mark[rec.task] = (str(rec.fields.get("coro") or rec.fields.get("name") or "?"),
+                                              str(rec.fields.get("created_at") or ""))
+            elif rec.kind == "task_done":
+                self._since_mark.pop(rec.task, None)
+
+    @property
+    def records_lost(self) -> int:
+        return self.reader.lost if self.reader is not None else 0
+
+    def survivors(self, limit: int = 5) -> list[str]:
+        """Tasks created since ``mark`` and not done, grouped: ``N x coro (created at where)``."""
+        self.poll()
+        groups: dict[tuple[str, str], int] = {}
+        for key in self._since_mark.values():
+            groups[key] = groups.get(key, 0) + 1
+        out = [f"{n} x {coro}" + (f" (created at {_relative(where)})" if where.strip() else "")
+               for (coro, where), n in sorted(groups.items(), key=lambda kv: -kv[1])[:limit]]
+        if self.records_lost:
+            out.append(f"({self.records_lost} probe records were lost to a wrapped ring: "
+                       f"the list may be short)")
+        return out
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None

@@ -114,6 +114,8 @@ def _summary_table(runs: list[Run]) -> str:
         row("syscalls per request", [_num(sum(r.syscalls_per_request.values()) if r.syscalls_per_request else None, "{:g}") for r in runs]),
         row("fds leaked per cycle", [_num(r.leaked_fds_per_cycle, "{:g}") for r in runs]),
         row("fds after each cycle", [_e(", ".join(map(str, r.fds_after_cycle))) or "–" for r in runs]),
+        row("tasks leaked per cycle", [_num(r.leaked_tasks_per_cycle, "{:g}") for r in runs]),
+        row("live tasks after each cycle", [_e(", ".join(map(str, r.tasks_after_cycle))) or "–" for r in runs]),
         row("slow steps (probe)", [str(r.slow_steps) for r in runs]),
         row("loop warnings", [str(len(r.warnings)) for r in runs]),
         row("scheduling lag p99 ms (worst second)",

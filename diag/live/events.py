@@ -27,7 +27,11 @@ class TaskCreated:
 class StepBegin:
     ts_ns: int
     task_id: int
-    queued_ns: int = 0           # when the step's handle entered the ready queue; 0 unknown
+    # when the step's handle entered the ready queue (an upper bound: from the probe's
+    # ready_for_ns);
+    # 0 unknown. For a first step or a self-wake the state uses the exact time it knows.
+    queued_ns: int = 0
+    wake: int = 0                # runtime.probefile WAKE_*: 0 unknown, 1 first, 2 self, 3 woken
 
 
 @dataclass(frozen=True, slots=True)

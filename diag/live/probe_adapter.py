@@ -2,7 +2,8 @@
 
 The one module of the dashboard that knows the probe reader. It attaches read-only (the
 reader only loads from its own mapping of the target's shared memory) and converts each
-decoded record; timer add/fire pairs become scheduling-lag samples; the reader's exact count
+decoded record; timer add/fire pairs become scheduling-lag samples, and so does each step's
+time in the ready queue (from the step begin's wake kind and ready time); the reader's exact count
 of records lost to a lapping writer becomes a ``RecordsLost`` event. What the probe records
 do not carry is listed in ``missing`` so the dashboard can say so instead of showing zeros.
 """
@@ -25,24 +26,23 @@ _TIMER_ADD, _TIMER_FIRE, _TIMER_CANCEL = _R["TIMER_ADD"], _R["TIMER_FIRE"], _R["
 _FD_OPEN, _FD_CLOSE = _R["FD_OPEN"], _R["FD_CLOSE"]
 _REQUEST_BEGIN, _REQUEST_END = _R["REQUEST_BEGIN"], _R["REQUEST_END"]
 _LOOP_ITERATION, _SLOW_STEP = _R["LOOP_ITERATION"], _R["SLOW_STEP"]
+_CORO_NEVER_AWAITED = _R["CORO_NEVER_AWAITED"]
 _WANTED = frozenset((_TASK_CREATE, _STEP_BEGIN, _STEP_END, _TASK_DONE, _TIMER_ADD, _TIMER_FIRE,
                      _TIMER_CANCEL, _FD_OPEN, _FD_CLOSE, _REQUEST_BEGIN, _REQUEST_END,
-                     _LOOP_ITERATION, _SLOW_STEP))
+                     _LOOP_ITERATION, _SLOW_STEP, _CORO_NEVER_AWAITED))
 
 KEEP_TIMERS = 100_000     # pending timers remembered for lateness; the oldest are forgotten
 
 _MISSING_ALWAYS = {
-    "self-wakes": "the probe's step records do not say what a task awaits, so self-wakes and "
-                  "await chains are not known",
-    "scheduled delay": "the probe has no wake record: the time a task waits in the ready queue "
-                       "is not known (timer lateness is shown as scheduling lag)",
-    "never-awaited": "the probe has no record for a coroutine that was never awaited",
+    "await chains": "the probe's step records do not say what a task awaits (use "
+                    "`coroscope bt` for the await chain of a live task)",
 }
 # what diag.instrument cannot see on a stock loop (its module docstring has the details)
 _MISSING_BY_LOOP = {
     "asyncio": {
         "scheduling lag": "a stock asyncio loop publishes no timer-fire records, so timer "
-                          "lateness is not known (run it on the coroscope runtime to see it)",
+                          "lateness is not known: the lag shown is the tasks' time in the ready "
+                          "queue only (run it on the coroscope runtime to see both)",
         "slow callbacks": "on a stock asyncio loop only task steps are timed: a slow plain "
                           "callback (data_received, call_soon) raises no blocked-loop warning",
     },
@@ -51,6 +51,9 @@ _MISSING_BY_LOOP = {
                 "timer records (run it on the coroscope runtime to see them)",
         "slow callbacks": "on uvloop only task steps are timed: a slow plain callback raises "
                           "no blocked-loop warning",
+        # not "scheduled delay...": the Sched column still has first steps and self-wakes
+        "wakeup delay": "without loop iteration records, the time a woken task waits in the "
+                        "ready queue is not known; Sched counts first steps and self-wakes only",
     },
 }
 
@@ -116,7 +119,8 @@ class ProbeEventReader:
             return None
         ns, task = rec[4], rec[5]
         if kind == _STEP_BEGIN:
-            return ev.StepBegin(ns, task)
+            ready_for = rec[_A]      # in the ready queue at least this long; 0 unknown
+            return ev.StepBegin(ns, task, ns - ready_for if ready_for else 0, rec[_B])
         if kind == _STEP_END:
             return ev.StepEnd(ns, task)
         if kind == _LOOP_ITERATION:
@@ -151,6 +155,8 @@ class ProbeEventReader:
             return ev.FdOpened(ns, rec[_A], fd_kind, task, _frames(string(rec[_B]), True))
         if kind == _FD_CLOSE:
             return ev.FdClosed(ns, rec[_A])
+        if kind == _CORO_NEVER_AWAITED:
+            return ev.CoroNeverAwaited(ns, string(rec[_B]), string(rec[_C]) or string(rec[_D]))
         return None
 
 

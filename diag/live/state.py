@@ -21,6 +21,8 @@ from diag.model.live import (
     NeverAwaited, RequestStats, Series, SlowStep, STEP_BUCKET_LABELS, TargetInfo, TaskRow,
 )
 
+from runtime.probefile import WAKE_FIRST, WAKE_SELF, WAKE_WOKEN
+
 from . import events as ev
 
 SERIES_S = 120        # seconds of history in every per-second series
@@ -39,6 +41,7 @@ class _Task:
     location: str
     parent_id: int
     created_ns: int
+    create_seen: bool = False    # created_ns is the create record's (not when we learnt of it)
     polls: int = 0
     busy_ns: int = 0
     scheduled_ns: int = 0
@@ -153,13 +156,25 @@ class LiveState:
 
     def _on_task_created(self, e: ev.TaskCreated) -> None:
         self.tasks[e.task_id] = _Task(e.task_id, e.name or f"task-{e.task_id}", e.coro,
-                                      e.location, e.parent_id, e.ts_ns)
+                                      e.location, e.parent_id, e.ts_ns, create_seen=True)
 
     def _on_step_begin(self, e: ev.StepBegin) -> None:
         task = self._task(e.task_id, e.ts_ns)
         task.step_begin_ns = e.ts_ns
-        if e.queued_ns and e.queued_ns <= e.ts_ns:
-            lag = e.ts_ns - e.queued_ns
+        queued = e.queued_ns
+        wake = e.wake
+        # The probe's queued time is an upper bound (the end of the previous loop iteration);
+        # for these two kinds the exact moment is known here (runtime.probefile explains).
+        if wake == WAKE_SELF:
+            task.self_wakes += 1
+            if task.last_step_end_ns:
+                queued = task.last_step_end_ns
+        elif wake == WAKE_WOKEN:
+            task.wakes += 1
+        elif wake == WAKE_FIRST and task.create_seen:
+            queued = task.created_ns
+        if queued and queued <= e.ts_ns:
+            lag = e.ts_ns - queued
             task.scheduled_ns += lag
             self._second(e.ts_ns).lags_ns.append(lag)
 

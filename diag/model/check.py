@@ -36,12 +36,19 @@ class Measurement:
     requests_per_s: float | None                  # the throughput phase, when the scenario has one
     notes: list[str] = field(default_factory=list)  # measurements not available, and why
     complete: bool = True                         # False when the target died mid-scenario
+    # tasks: the probe file's live-task count after each cycle (same cycles as fds and threads);
+    # empty, with tasks_not_measured saying why, when the target publishes no countable probe
+    tasks_after_cycle: list[int] = field(default_factory=list)
+    leaked_tasks_per_cycle: float | None = None   # (last - first) / (cycles - 1); None: not measured
+    tasks_not_measured: str | None = None         # one line: why there is no task count
+    leaked_task_survivors: list[str] = field(default_factory=list)  # "N x coro (created at f:l)"
 
 
 @dataclass
 class BudgetResult:
     scenario: str
-    budget: str       # "syscalls_per_request", "leaked_fds_per_cycle", "warnings", "ratio:<name>", ...
+    budget: str       # "syscalls_per_request", "leaked_fds_per_cycle", "leaked_tasks_per_cycle",
+                      # "leaked_threads_per_cycle", "warnings", "ratio:<name>", ...
     status: str       # "pass", "fail" or "skip"
     message: str      # one line: for a failure, what regressed, by how much, and against what
     details: list[str] = field(default_factory=list)  # one line per differing item (per syscall name)

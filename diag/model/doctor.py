@@ -76,6 +76,11 @@ class Run:
     flames: list[FlameGraph]
     notes: list[str] = field(default_factory=list)   # "not available: why", target output, ...
     complete: bool = True
+    # live asyncio tasks after each of the same cycles, from the probe file (diag.doctor.measure
+    # .TaskCounter); empty and leaked None when not countable (then a note says why)
+    tasks_after_cycle: list[int] = field(default_factory=list)
+    leaked_tasks_per_cycle: float | None = None
+    leaked_task_survivors: list[str] = field(default_factory=list)  # "N x coro (created at f:l)"
 
 
 @dataclass

@@ -4,6 +4,7 @@ Each module runs ``examples.http_service`` with a ``Plant`` that adds exactly on
 
     extra_syscall   one more syscall per request (getppid)
     fd_leak         one fd opened per connection and never closed
+    task_leak       one task started per connection and never cancelled (it stays pending)
     blocking        the loop blocked for 200 ms on each connection's first request
 
 Run one with ``python -m examples.regressions.<name> [service flags]``. ``coroscope check``

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from diag.doctor.measure import TaskCounter
+from diag.doctor.target import Target
 from tests.capabilities import require
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,11 +41,14 @@ def test_clean_tree_passes_and_baseline_is_exact(baseline_dir):
     proc = check(baseline_dir)
     assert proc.returncode == 0, proc.stdout
     assert "coroscope check: PASSED" in proc.stdout
+    # live tasks were counted (from the probe file), not skipped: none left behind by a cycle
+    assert "PASS  http-asyncio  leaked_tasks_per_cycle: 0 tasks per cycle (budget 0)" in proc.stdout
 
 
 @pytest.mark.parametrize("regression, budget, evidence", [
     ("extra_syscall", "syscalls_per_request", "getppid: 0 -> 1 per request"),
     ("fd_leak", "leaked_fds_per_cycle", "fds leaked: 1 per cycle"),
+    ("task_leak", "leaked_tasks_per_cycle", "tasks leaked: 1 per cycle"),
     ("blocking", "warnings", "blocked-loop"),
 ])
 def test_each_planted_regression_fails_naming_it(baseline_dir, tmp_path, regression, budget, evidence):
@@ -52,6 +57,9 @@ def test_each_planted_regression_fails_naming_it(baseline_dir, tmp_path, regress
     assert proc.returncode == 1, proc.stdout + proc.stderr
     failed = [l for l in proc.stdout.splitlines() if l.startswith("FAIL")]
     assert len(failed) == 1 and budget in failed[0] and evidence in failed[0], proc.stdout
+    if regression == "task_leak":  # the probe's ring names the tasks that stayed, and their maker
+        assert ("still pending: 4 x _idle_watchdog (created at examples/regressions/task_leak.py:"
+                in failed[0]), failed[0]
     assert evidence in (tmp_path / "summary.md").read_text()
     assert 'failures="1"' in (tmp_path / "junit.xml").read_text()
 
@@ -67,3 +75,44 @@ def test_blocking_on_the_runtime_is_seen_by_the_loop_itself(baseline_dir, tmp_pa
     assert proc.returncode == 1
     warning = next(l for l in proc.stdout.splitlines() if l.startswith("FAIL") and "warnings" in l)
     assert "[probe]" in warning and "blocked the loop" in warning, warning
+
+
+# a stock loop made directly, not through an event loop policy: diag.instrument cannot hook it
+_UNHOOKED = """
+import asyncio
+loop = asyncio.SelectorEventLoop()
+server = loop.run_until_complete(loop.create_server(asyncio.Protocol, "127.0.0.1", 0))
+print("listening on 127.0.0.1:%d" % server.sockets[0].getsockname()[1], flush=True)
+loop.run_forever()
+"""
+
+
+def test_tasks_not_countable_say_why():
+    """No probe file, or a probe that sees no task: "not measured" with the reason, never 0."""
+    with Target([sys.executable, "-m", "examples.http_service", "--port", "0"], loop="asyncio") as t:
+        counter = TaskCounter(t.pid, wait=0.2)
+        assert counter.alive() is None and counter.why_not.startswith("no probe file: ")
+        assert "COROSCOPE_TRACE=1" in counter.why_not
+    with Target([sys.executable, "-c", _UNHOOKED], loop="asyncio", trace=True) as t:
+        counter = TaskCounter(t.pid)
+        try:
+            assert counter.alive() is None
+            assert counter.why_not.startswith("the probe saw no task created"), counter.why_not
+        finally:
+            counter.close()
+
+
+def test_untraced_scenario_reports_tasks_not_measured(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[check]\nbaseline = "b.json"\nmarkdown = "s.md"\njunit = "j.xml"\n'
+                   '[[scenario]]\nname = "plain"\nloop = "asyncio"\ncycles = 2\n'
+                   'command = ["{python}", "-m", "examples.regressions.task_leak", "--port", "0"]\n'
+                   '[scenario.budgets]\nsyscalls_per_request = false\n')
+    proc = subprocess.run([sys.executable, "-m", "diag.cli", "check", "--config", str(cfg)],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    skipped = [l for l in proc.stdout.splitlines() if l.startswith("SKIP")]
+    assert skipped == ["SKIP  plain  leaked_tasks_per_cycle: tasks per cycle not measured: the "
+                       "scenario runs without trace = true, and live tasks are counted from the "
+                       "probe file tracing publishes"], proc.stdout
+    assert 'skipped="1"' in (tmp_path / "j.xml").read_text()

@@ -140,6 +140,47 @@ async def test_planted_tasks_blocking_step_and_fd_leak_on_the_runtime(target):
         assert len(rows(app)) >= 5                # and keeps what it had
 
 
+def column(app, name: str) -> int:
+    table = app.query_one("#task-table", DataTable)
+    return [str(c.label) for c in table.ordered_columns].index(name)
+
+
+async def wakes_sched_and_never_awaited(proc, app, pilot) -> None:
+    """What the step records' wake kinds and the never-awaited record give, on any loop."""
+    command(proc, "tasks", "tasks")
+    await refresh(pilot)
+    assert not [f for f in app.findings if f.lint in ("self-wakes", "never-awaited")]
+
+    command(proc, "spin 20", "spun")
+    await refresh(pilot)
+    (spin,) = [f for f in app.findings if f.lint == "self-wakes"]
+    assert "planted_spinner" in spin.subject and "woke itself in 20 of 20" in spin.message
+    spinner = next(t for t in app.snapshot.tasks if t.coro == "planted_spinner")
+    assert (spinner.polls, spinner.self_wakes, spinner.wakes) == (21, 20, 0)
+    # the ticker is woken by its timer, 20 times a second: woken, never self-woken, and its
+    # time in the ready queue shows in the Sched column
+    ticker = next(t for t in app.snapshot.tasks if t.coro == "ticker")
+    assert ticker.wakes >= 1 and ticker.self_wakes == 0 and ticker.scheduled_ns > 0
+    (row,) = [r for r in rows(app) if r[0] == str(ticker.id)]
+    assert row[column(app, "Sched")] not in ("-", "0"), row
+
+    where = command(proc, "unawaited", "unawaited").split(" ", 1)[1]
+    await refresh(pilot)
+    (never,) = [f for f in app.findings if f.lint == "never-awaited"]
+    assert never.subject == "coroutine planted_unawaited"
+    assert never.evidence == [where] and "examples/dashboard_target.py:" in where
+    assert f"created at {where}" in never.message
+    assert not any(m.split(":")[0] in ("self-wakes", "scheduled delay", "never-awaited")
+                   for m in app.snapshot.missing), app.snapshot.missing
+
+
+@sync
+async def test_self_wakes_scheduled_delay_and_never_awaited_on_the_runtime(target):
+    app = DashboardApp(attach(target.pid), auto_refresh=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await wakes_sched_and_never_awaited(target, app, pilot)
+
+
 @sync
 async def test_stock_asyncio_target_shows_what_it_can_and_says_what_is_missing():
     proc = start_target("asyncio")
@@ -159,6 +200,8 @@ async def test_stock_asyncio_target_shows_what_it_can_and_says_what_is_missing()
             shown = str(app.query_one("#loop-body", Static).render())
             assert "not available: scheduling lag: a stock asyncio loop" in shown
             assert "not available: slow callbacks" in shown
+            await pilot.press("1")
+            await wakes_sched_and_never_awaited(proc, app, pilot)
     finally:
         stop(proc)
 

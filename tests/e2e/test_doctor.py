@@ -50,3 +50,20 @@ def test_doctor_names_a_leak(tmp_path):
     run = json.loads(js.read_text())["runs"][0]
     after = run["fds_after_cycle"]
     assert [b - a for a, b in zip(after, after[1:])] == [1, 1, 1]
+
+
+def test_doctor_names_a_task_leak_and_the_tasks_that_stayed(tmp_path):
+    js = tmp_path / "r.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "diag.cli", "doctor", "--loop", "asyncio", "--duration", "1",
+         "--connections", "2", "-o", str(tmp_path / "r.html"), "--json", str(js), "--",
+         sys.executable, "-m", "examples.regressions.task_leak", "--port", "0"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert "1. [ERROR] asyncio: 1 task left pending per connection cycle" in proc.stdout, proc.stdout
+    assert "still pending: 4 x _idle_watchdog (created at examples/regressions/task_leak.py:" in proc.stdout
+    run = json.loads(js.read_text())["runs"][0]
+    after = run["tasks_after_cycle"]
+    assert [b - a for a, b in zip(after, after[1:])] == [1, 1, 1]
+    assert run["leaked_fds_per_cycle"] == 0  # a task leak, nothing else
+    assert "live tasks after each cycle" in (tmp_path / "r.html").read_text()
