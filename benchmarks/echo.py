@@ -22,6 +22,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from benchmarks.procs import kill_if_running, stop_server
+
 ROOT = Path(__file__).resolve().parent.parent
 LOOPS = ("runtime", "asyncio", "uvloop")
 CONNECTIONS = (1, 50)
@@ -109,16 +111,9 @@ def measure(loop: str, conns: int, warmup: float, seconds: float,
             requests, client_cpu, elapsed = int(line[1]), float(line[2]), float(line[3])
             client.wait(timeout=30)
         finally:
-            if client.poll() is None:
-                client.kill()
-                client.wait()
+            kill_if_running(client)
     finally:
-        server.stdin.close()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_server(server)
     result = {
         "loop": loop, "connections": conns, "requests": requests,
         "rps": requests / elapsed,

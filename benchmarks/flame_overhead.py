@@ -34,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.procs import kill_if_running, stop_server
+
 ROOT = Path(__file__).resolve().parent.parent
 BOOTSTRAP = ROOT / "diag" / "bootstrap"
 CONNS = 50
@@ -116,9 +118,7 @@ def measure(variant: str, loop: str, warmup: float, seconds: float, tmp: str) ->
             requests, elapsed = int(line[1]), float(line[3])
             client.wait(timeout=30)
         finally:
-            if client.poll() is None:
-                client.kill()
-                client.wait()
+            kill_if_running(client)
     finally:
         if spy is not None:
             spy.send_signal(2)
@@ -127,12 +127,7 @@ def measure(variant: str, loop: str, warmup: float, seconds: float, tmp: str) ->
             except subprocess.TimeoutExpired:
                 spy.kill()
                 spy.wait()
-        server.stdin.close()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_server(server)
     # the profiler's own CPU per second of wall time: the sampler thread's (it holds the GIL
     # while it samples, so the loop loses exactly that), or the py-spy process's (on this
     # 2-core box it competes with the server and the client for a core)
@@ -246,9 +241,7 @@ def measure_cpu_bound(variant: str, rounds: int, tmp: str) -> dict:
         out, _ = worker.communicate("go\n", timeout=300)
         main_cpu, sampler_cpu = map(float, out.split())
     finally:
-        if worker.poll() is None:
-            worker.kill()
-            worker.wait()
+        kill_if_running(worker)
         if spy is not None:
             spy.send_signal(2)
             try:

@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.procs import kill_if_running, stop_server
+
 ROOT = Path(__file__).resolve().parent.parent
 LOOPS = ("runtime", "asyncio", "uvloop")
 ECHO_CONNECTIONS = (1, 50, 1000)
@@ -121,9 +123,7 @@ def echo_measure(loop: str, conns: int, size: int, warmup: float, seconds: float
             peak = _vm_hwm_kib(server.pid)
             _out, err = client.communicate(timeout=60)
         finally:
-            if client.poll() is None:
-                client.kill()
-                client.wait()
+            kill_if_running(client)
         if first != ["start"] or len(second) != 3:
             last = (err or "").strip().splitlines()[-1:] or [f"printed {first} {second}"]
             result["error"] = f"client failed: {last[0][:80]}"
@@ -131,12 +131,7 @@ def echo_measure(loop: str, conns: int, size: int, warmup: float, seconds: float
         result.update(per_s=int(second[1]) / seconds, peak_kib=peak, base_kib=base_kib)
         return result
     finally:
-        server.stdin.close()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_server(server)
 
 
 def run_echo(quick: bool = False) -> dict:

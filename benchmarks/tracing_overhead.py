@@ -36,6 +36,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from benchmarks.procs import kill_if_running, stop_server
+
 ROOT = Path(__file__).resolve().parent.parent
 BUILDS = ("removed", "off", "on")
 TARGET_OFF, TARGET_ON = 0.03, 0.15
@@ -240,16 +242,9 @@ def measure(build: str, conns: int, warmup: float, seconds: float) -> dict:
             requests, elapsed = client.stdout.readline().split()
             client.wait(timeout=30)
         finally:
-            if client.poll() is None:
-                client.kill()
-                client.wait()
+            kill_if_running(client)
     finally:
-        server.stdin.close()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_server(server)
     return {"build": build, "connections": conns, "requests": int(requests),
             "rps": int(requests) / float(elapsed),
             "server_cpu_us_per_request": server_cpu / max(int(requests), 1) * 1e6}

@@ -37,7 +37,7 @@ UNIX_STATES = {"01": "UNCONNECTED", "02": "CONNECTING", "03": "CONNECTED", "04":
 # anon_inode names -> kind; the kinds whose fdinfo we parse for detail
 ANON_KINDS = {
     "[eventfd]": "eventfd", "[eventpoll]": "epoll", "[timerfd]": "timerfd",
-    "[signalfd]": "signalfd", "inotify": "inotify",
+    "[signalfd]": "signalfd", "inotify": "inotify", "[pidfd]": "pidfd",
 }
 FDINFO_KINDS = frozenset({"eventfd", "epoll", "timerfd", "signalfd", "inotify"})
 SOCKET_KINDS = frozenset({"tcp", "tcp6", "udp", "udp6", "unix", "socket"})

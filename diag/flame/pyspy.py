@@ -21,6 +21,7 @@ import tempfile
 import time
 
 from diag.errors import CoroscopeError, TargetGone
+from diag.procfs import python_process
 
 CAP_SYS_PTRACE = 19
 
@@ -74,19 +75,7 @@ def missing_ptrace_permission(pid: int) -> str:
 
 def looks_like_python(pid: int) -> bool | None:
     """True/False when /proc says so, None when we cannot tell (no permission)."""
-    try:
-        exe = os.readlink(f"/proc/{pid}/exe")
-    except FileNotFoundError:
-        raise TargetGone(f"no process with pid {pid}") from None
-    except OSError:
-        return None
-    if "python" in os.path.basename(exe):
-        return True
-    try:
-        with open(f"/proc/{pid}/maps") as f:
-            return any("libpython" in line for line in f)
-    except OSError:
-        return None
+    return python_process(pid)
 
 
 def explain_failure(pid: int, stderr: str) -> str:

@@ -1,34 +1,25 @@
 """Count a process's open fds by kind from /proc/PID/fd, for the dashboard's fd trend.
 
 Reading /proc/PID/fd costs the target nothing: the kernel answers from its own tables and the
-target runs no code and makes no syscall. When the fd inventory of ``diag.fds.inventory``
-(richer kinds and details) is importable it is used; this module's own readlink-based
-classification is the fallback, so the dashboard never depends on it being there.
+target runs no code and makes no syscall. Kinds are ``diag.fds.inventory``'s, from the link
+text alone (no stat, no fdinfo): cheap enough to take every refresh.
 """
 from __future__ import annotations
 
 import os
 
-from .events import FdSample
+from diag.fds.inventory import classify_target
 
-_ANON = {"[eventfd]": "eventfd", "[eventpoll]": "epoll", "[timerfd]": "timerfd",
-         "[signalfd]": "signalfd", "inotify": "inotify", "[pidfd]": "pidfd"}
+from .events import FdSample
 
 
 def classify(link: str) -> str:
-    if link.startswith("socket:"):
-        return "socket"
-    if link.startswith("pipe:"):
-        return "pipe"
-    if link.startswith("anon_inode:"):
-        return _ANON.get(link[len("anon_inode:"):], "anon")
-    if link.startswith("/memfd:"):
-        return "memfd"
-    if link.startswith("/dev/"):
-        return "device"
-    if link.startswith("/"):
-        return "file"
-    return "other"
+    """The kind of an fd from its /proc/PID/fd link, without a stat: the inventory's kinds, with
+    paths split into devices and files."""
+    kind = classify_target(link)
+    if kind:
+        return kind
+    return "device" if link.startswith("/dev/") else "file"
 
 
 def sample(pid: int) -> FdSample:

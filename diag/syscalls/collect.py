@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..errors import CoroscopeError
+from ..errors import CoroscopeError, TargetGone
+from ..procfs import python_process
 from ..model.syscalls import SyscallReport
 from .aggregate import build_report
 from .counts import REQUEST, TASK, THREAD, UNATTRIBUTED, RawCounts
@@ -57,15 +58,8 @@ def start_ticks(pid: int) -> int | None:
 def is_python(pid: int) -> bool:
     """A CPython process: its executable or a mapped library is python/libpython."""
     try:
-        exe = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
-    except OSError:
-        exe = ""
-    if exe.startswith("python"):
-        return True
-    try:
-        with open(f"/proc/{pid}/maps") as f:
-            return any("libpython" in line for line in f)
-    except OSError:
+        return bool(python_process(pid))
+    except TargetGone:
         return False
 
 

@@ -196,7 +196,7 @@ def test_ptrace_backend_amortizes_over_requests_from_the_probe_file(tmp_path):
     require("strace", "ptrace")
     out = tmp_path / "r.json"
     r = _syscalls("--backend", "ptrace", "--loop", "runtime", "--json", str(out), "--", PY,
-                  "examples/syscall_exact.py", "--requests", "50", "--tasks", "5")
+                  "examples/syscall_exact.py", "--requests", "50", "--tasks", "5", "--warmup", "0")
     assert r.returncode == 0, r.stderr
     rep = json.loads(out.read_text())
     assert rep["backend"] == "ptrace" and rep["per_request"] is None
