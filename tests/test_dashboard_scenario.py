@@ -147,6 +147,17 @@ def test_running_step_is_seen_before_it_ends():
     assert blocker.busy_ns == 1500 * MS
 
 
+def test_a_task_named_after_creation_takes_its_name():
+    """create_task(coro, name=...) names the task after the create record: the TASK_NAME record."""
+    state = build_state(1)
+    before = _task(state.snapshot(T0 + S), 2).name
+    state.apply(ev.TaskRenamed(T0 + S, 2, "db-poller"))
+    snap = state.snapshot(T0 + S)
+    assert before != "db-poller" and _task(snap, 2).name == "db-poller"
+    state.apply(ev.TaskRenamed(T0 + S, 999, "nobody"))     # an unknown task is not invented
+    assert 999 not in {t.id for t in state.snapshot(T0 + S).tasks}
+
+
 def test_requests_and_loop_series():
     snap = build_state().snapshot(T0 + SECONDS * S - 1)
     r = snap.requests

@@ -103,6 +103,15 @@ class FdClosed:
 
 
 @dataclass(frozen=True, slots=True)
+class TaskRenamed:
+    """A task named after it was created (``asyncio.create_task(coro, name=...)`` sets the name
+    once the task exists, so its create record carries the default name)."""
+    ts_ns: int
+    task_id: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
 class CoroNeverAwaited:
     ts_ns: int
     coro: str
@@ -116,7 +125,7 @@ class RecordsLost:
     ts_ns: int = 0
 
 
-Event = (TaskCreated | StepBegin | StepEnd | TaskDone | SlowStepSeen | RequestBegin
+Event = (TaskCreated | TaskRenamed | StepBegin | StepEnd | TaskDone | SlowStepSeen | RequestBegin
          | RequestEnd | LoopIteration | TimerLate | FdOpened | FdClosed | CoroNeverAwaited | RecordsLost)
 
 

@@ -26,10 +26,10 @@ _TIMER_ADD, _TIMER_FIRE, _TIMER_CANCEL = _R["TIMER_ADD"], _R["TIMER_FIRE"], _R["
 _FD_OPEN, _FD_CLOSE = _R["FD_OPEN"], _R["FD_CLOSE"]
 _REQUEST_BEGIN, _REQUEST_END = _R["REQUEST_BEGIN"], _R["REQUEST_END"]
 _LOOP_ITERATION, _SLOW_STEP = _R["LOOP_ITERATION"], _R["SLOW_STEP"]
-_CORO_NEVER_AWAITED = _R["CORO_NEVER_AWAITED"]
+_CORO_NEVER_AWAITED, _TASK_NAME = _R["CORO_NEVER_AWAITED"], _R["TASK_NAME"]
 _WANTED = frozenset((_TASK_CREATE, _STEP_BEGIN, _STEP_END, _TASK_DONE, _TIMER_ADD, _TIMER_FIRE,
                      _TIMER_CANCEL, _FD_OPEN, _FD_CLOSE, _REQUEST_BEGIN, _REQUEST_END,
-                     _LOOP_ITERATION, _SLOW_STEP, _CORO_NEVER_AWAITED))
+                     _LOOP_ITERATION, _SLOW_STEP, _CORO_NEVER_AWAITED, _TASK_NAME))
 
 KEEP_TIMERS = 100_000     # pending timers remembered for lateness; the oldest are forgotten
 
@@ -130,6 +130,8 @@ class ProbeEventReader:
             name = string(rec[_B]) or (f"Task-{rec[_E]}" if rec[_E] else "")
             return ev.TaskCreated(ns, task, name, rec[_A], string(rec[_C]),
                                   string(rec[_D]) or string(rec[_F]))
+        if kind == _TASK_NAME:
+            return ev.TaskRenamed(ns, task, string(rec[_B]))
         if kind == _TASK_DONE:
             outcome = pf.OUTCOMES[rec[3]] if 0 <= rec[3] < len(pf.OUTCOMES) else "?"
             return ev.TaskDone(ns, task, outcome)

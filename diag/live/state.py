@@ -158,6 +158,11 @@ class LiveState:
         self.tasks[e.task_id] = _Task(e.task_id, e.name or f"task-{e.task_id}", e.coro,
                                       e.location, e.parent_id, e.ts_ns, create_seen=True)
 
+    def _on_task_renamed(self, e: ev.TaskRenamed) -> None:
+        task = self.tasks.get(e.task_id) or self.done.get(e.task_id)
+        if task is not None and e.name:
+            task.name = e.name
+
     def _on_step_begin(self, e: ev.StepBegin) -> None:
         task = self._task(e.task_id, e.ts_ns)
         task.step_begin_ns = e.ts_ns
@@ -393,6 +398,7 @@ class LiveState:
 
 _HANDLERS = {
     ev.TaskCreated: LiveState._on_task_created,
+    ev.TaskRenamed: LiveState._on_task_renamed,
     ev.StepBegin: LiveState._on_step_begin,
     ev.StepEnd: LiveState._on_step_end,
     ev.TaskDone: LiveState._on_task_done,

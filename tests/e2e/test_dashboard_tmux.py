@@ -56,11 +56,11 @@ def test_top_in_tmux_shows_the_service(service):
         # a tmux server started elsewhere may size new windows its own way: fix ours
         tmux("set-option", "-t", session, "window-size", "manual")
         tmux("resize-window", "-t", session, "-x", "140", "-y", "45")
-        text = wait_for(session, lambda s: "worker" in s and " client " in s and "? help" in s,
+        text = wait_for(session, lambda s: "worker-1" in s and "load-client" in s and "? help" in s,
                         "the task table")
         assert f"pid {service.pid}" in text
-        assert len(re.findall(r"Task-\d+ worker", text)) == 2
-        assert re.search(r"Task-\d+ client", text)
+        assert len(re.findall(r"\bworker-[12]\b", text)) == 2    # the names given to create_task
+        assert re.search(r"Task-\d+ main", text)                  # a default name, with its coroutine
         assert "loop: runtime" in text and "? help" in text   # status line; footer names help
 
         tmux("send-keys", "-t", session, "3")
