@@ -52,6 +52,16 @@ async def _noop():
     return None
 
 
+def _timed_run(loop, coro, n: int) -> tuple[int, float]:
+    """Run ``coro`` to completion on ``loop`` (closed afterwards): (n, seconds it took)."""
+    try:
+        start = time.perf_counter()
+        loop.run_until_complete(coro)
+        return n, time.perf_counter() - start
+    finally:
+        loop.close()
+
+
 def bench_spawn_await(loop_name: str, n: int) -> tuple[int, float]:
     loop = new_loop(loop_name)
 
@@ -60,12 +70,7 @@ def bench_spawn_await(loop_name: str, n: int) -> tuple[int, float]:
         for task in tasks:
             await task
 
-    try:
-        start = time.perf_counter()
-        loop.run_until_complete(main())
-        return n, time.perf_counter() - start
-    finally:
-        loop.close()
+    return _timed_run(loop, main(), n)
 
 
 def bench_call_soon(loop_name: str, n: int) -> tuple[int, float]:
@@ -90,12 +95,7 @@ def bench_call_soon(loop_name: str, n: int) -> tuple[int, float]:
             await done
             remaining -= k
 
-    try:
-        start = time.perf_counter()
-        loop.run_until_complete(main())
-        return n, time.perf_counter() - start
-    finally:
-        loop.close()
+    return _timed_run(loop, main(), n)
 
 
 def bench_start_stop(loop_name: str, n: int) -> tuple[int, float]:
@@ -117,12 +117,7 @@ def bench_timers(loop_name: str, n: int) -> tuple[int, float]:
             handle.cancel()
         await asyncio.sleep(0)  # one pass, in which the loop drops the cancelled timers
 
-    try:
-        start = time.perf_counter()
-        loop.run_until_complete(main())
-        return n, time.perf_counter() - start
-    finally:
-        loop.close()
+    return _timed_run(loop, main(), n)
 
 
 _FUNCS = {"spawn_await": bench_spawn_await, "call_soon": bench_call_soon,

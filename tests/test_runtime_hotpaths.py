@@ -76,6 +76,17 @@ def _connect(loop, sock):
     return loop.run_until_complete(loop.create_connection(Collect, sock=sock))
 
 
+@pytest.fixture
+def connected(loop):
+    """(our counting socket, its peer, the runtime transport, its protocol); closed afterwards."""
+    ours, peer = _pair_with_small_buffers()
+    transport, protocol = _connect(loop, ours)
+    yield ours, peer, transport, protocol
+    transport.close()
+    loop.run_until_complete(asyncio.sleep(0))
+    peer.close()
+
+
 def _drain(peer: socket.socket, nbytes: int) -> bytes:
     got = bytearray()
     peer.settimeout(5)
@@ -84,21 +95,16 @@ def _drain(peer: socket.socket, nbytes: int) -> bytes:
     return bytes(got)
 
 
-def test_a_write_goes_out_at_once_and_registers_no_writer(loop):
-    ours, peer = _pair_with_small_buffers()
-    transport, _ = _connect(loop, ours)
+def test_a_write_goes_out_at_once_and_registers_no_writer(loop, connected):
+    ours, peer, transport, _ = connected
     transport.write(b"ping")
     assert ours.send_calls == 1 and transport.get_write_buffer_size() == 0
     assert not loop._selector.get_key(ours.fileno()).events & EVENT_WRITE
     assert _drain(peer, 4) == b"ping"
-    transport.close()
-    loop.run_until_complete(asyncio.sleep(0))
-    peer.close()
 
 
-def test_partial_write_queues_the_rest_registers_the_writer_and_sends_it_all_in_order(loop):
-    ours, peer = _pair_with_small_buffers()
-    transport, _ = _connect(loop, ours)
+def test_partial_write_queues_the_rest_registers_the_writer_and_sends_it_all_in_order(loop, connected):
+    ours, peer, transport, _ = connected
     payload = bytes(range(256)) * 4096  # 1 MiB: far more than the socket buffers take
     transport.write(payload)
     queued = transport.get_write_buffer_size()
@@ -118,9 +124,6 @@ def test_partial_write_queues_the_rest_registers_the_writer_and_sends_it_all_in_
     assert bytes(received) == payload
     key = loop._selector.get_map().get(ours.fileno())
     assert key is not None and not key.events & EVENT_WRITE  # the writer left with the queue
-    transport.close()
-    loop.run_until_complete(asyncio.sleep(0))
-    peer.close()
 
 
 def _read_available(peer: socket.socket) -> bytes:
@@ -134,9 +137,8 @@ def _read_available(peer: socket.socket) -> bytes:
     return bytes(got)
 
 
-def test_queued_chunks_leave_in_one_sendmsg(loop):
-    ours, peer = _pair_with_small_buffers()
-    transport, _ = _connect(loop, ours)
+def test_queued_chunks_leave_in_one_sendmsg(loop, connected):
+    ours, peer, transport, _ = connected
     transport.write(b"a" * 50_000)  # fills the socket: the rest is queued (EAGAIN)
     transport.write(b"b" * 10)
     transport.write(bytearray(b"c" * 10))
@@ -153,25 +155,17 @@ def test_queued_chunks_leave_in_one_sendmsg(loop):
     assert most_chunks_in_one_call >= 3  # b, c and d (at least) left together
     received += _drain(peer, 50_030 - len(received))
     assert bytes(received) == b"a" * 50_000 + b"b" * 10 + b"c" * 10 + b"d" * 10
-    transport.close()
-    loop.run_until_complete(asyncio.sleep(0))
-    peer.close()
 
 
-def test_writelines_sends_every_buffer_in_one_sendmsg(loop):
-    ours, peer = _pair_with_small_buffers()
-    transport, _ = _connect(loop, ours)
+def test_writelines_sends_every_buffer_in_one_sendmsg(loop, connected):
+    ours, peer, transport, _ = connected
     transport.writelines([b"GET ", bytearray(b"/ "), memoryview(b"HTTP/1.1\r\n\r\n")])
     assert (ours.sendmsg_calls, ours.send_calls) == (1, 0)
     assert _drain(peer, 18) == b"GET / HTTP/1.1\r\n\r\n"
-    transport.close()
-    loop.run_until_complete(asyncio.sleep(0))
-    peer.close()
 
 
-def test_a_written_bytearray_may_be_reused_at_once(loop):
-    ours, peer = _pair_with_small_buffers()
-    transport, _ = _connect(loop, ours)
+def test_a_written_bytearray_may_be_reused_at_once(loop, connected):
+    ours, peer, transport, _ = connected
     transport.write(b"x" * 200_000)
     data = bytearray(b"first")
     transport.write(data)
@@ -186,14 +180,10 @@ def test_a_written_bytearray_may_be_reused_at_once(loop):
         except BlockingIOError:
             pass
     assert bytes(got[-5:]) == b"first"
-    transport.close()
-    loop.run_until_complete(asyncio.sleep(0))
-    peer.close()
 
 
-def test_reads_use_one_reused_buffer_and_hand_out_independent_bytes(loop):
-    ours, peer = _pair_with_small_buffers()
-    transport, protocol = _connect(loop, ours)
+def test_reads_use_one_reused_buffer_and_hand_out_independent_bytes(loop, connected):
+    ours, peer, transport, protocol = connected
     buffer_before = loop._read_buffer
     tracemalloc.start()
     try:
@@ -210,9 +200,6 @@ def test_reads_use_one_reused_buffer_and_hand_out_independent_bytes(loop):
     assert all(type(chunk) is bytes for chunk in protocol.chunks)
     loop._read_buffer[:16] = b"\0" * 16  # the protocol's data does not alias the buffer
     assert protocol.chunks == [b"hello", b"world!"]
-    transport.close()
-    loop.run_until_complete(asyncio.sleep(0))
-    peer.close()
 
 
 def test_buffered_protocol_gets_its_own_buffer_filled(loop):
@@ -379,9 +366,8 @@ def test_subprocess_pipes_are_read_through_the_shared_buffer(loop):
     assert loop.run_until_complete(scene()) == b"\0" * 300000
 
 
-def test_a_connection_that_never_queues_holds_no_write_queue(loop):
-    ours, peer = _pair_with_small_buffers()
-    transport, _ = _connect(loop, ours)
+def test_a_connection_that_never_queues_holds_no_write_queue(loop, connected):
+    ours, peer, transport, _ = connected
     transport.write(b"ping")
     assert transport._buffer == () and _drain(peer, 4) == b"ping"
     transport.write(b"x" * (1 << 20))  # more than the socket takes: the rest is queued
@@ -395,6 +381,3 @@ def test_a_connection_that_never_queues_holds_no_write_queue(loop):
         except BlockingIOError:
             pass
     assert len(got) == 1 << 20
-    transport.close()
-    loop.run_until_complete(asyncio.sleep(0))
-    peer.close()
