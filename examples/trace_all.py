@@ -4,7 +4,7 @@
 
 It enables tracing itself, runs a server and a client over 127.0.0.1, tasks that return, raise
 and get cancelled, a timer that fires and one cancelled, a pipe, an executor job, a request,
-a deliberately slow step and a coroutine never awaited. Then it prints one JSON line of facts (its pid, the fds it used, the
+five fds ready in one poll, a deliberately slow step and a coroutine never awaited. Then it prints one JSON line of facts (its pid, the fds it used, the
 names it gave) and waits until its stdin closes, so a reader in another process can attach.
 Tests use the facts to check each record's fields.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import sys
 import time
 
@@ -92,6 +93,29 @@ async def main(facts: dict) -> None:
     transport.close()
     os.close(wfd)
     await asyncio.sleep(0)
+
+    # Five fds ready in one poll: a loop iteration record carries three of them itself, the
+    # other two follow as io_ready records (runtime.probefile, "Loop iterations and ready events").
+    pairs = [socket.socketpair() for _ in range(5)]
+    all_read = asyncio.Event()
+
+    def on_readable(sock):
+        sock.recv(1)
+        loop.remove_reader(sock)
+        pending.discard(sock)
+        if not pending:
+            all_read.set()
+    pending = {a for a, _ in pairs}
+    for a, _ in pairs:
+        loop.add_reader(a, on_readable, a)
+    await asyncio.sleep(0)                # the next poll registers them, none ready yet
+    for _, b in pairs:
+        b.send(b"x")
+    await all_read.wait()
+    facts["burst_fds"] = sorted(a.fileno() for a, _ in pairs)
+    for a, b in pairs:
+        a.close()
+        b.close()
 
     facts["executor_result"] = await loop.run_in_executor(None, sum, [1, 2, 3])
     await asyncio.create_task(slow(), name="slow")

@@ -53,6 +53,7 @@ _copy_context = contextvars.copy_context
 _Handle = _events.Handle
 _TimerHandle = _events.TimerHandle
 _new_handle = object.__new__
+_monotonic_ns = time.monotonic_ns
 # What call_soon / call_at set on a handle they build themselves: every slot Handle.__init__ and
 # TimerHandle.__init__ set in CPython 3.11 (__weakref__ is not a field).
 _HANDLE_FIELDS = {(3, 11): ("_context", "_loop", "_callback", "_args", "_cancelled", "_repr",
@@ -389,10 +390,6 @@ class Loop(unix_events._UnixSelectorEventLoop):
     # -- one iteration ----------------------------------------------------------------------
     def _process_events(self, event_list):
         ready = self._ready
-        if TRACE.on:  # once per poll, not once per event
-            io_ready = TRACE.io_ready
-            for key, mask in event_list:
-                io_ready(key.fd, (1 if mask & 1 else 0) | (4 if mask & 2 else 0))
         for key, mask in event_list:
             reader, writer = key.data
             if mask & 1 and reader is not None:
@@ -448,16 +445,13 @@ class Loop(unix_events._UnixSelectorEventLoop):
             timeout = None
 
         tracing = TRACE.on
+        event_list = self._selector.select(timeout)
         if tracing:
-            poll_start = time.perf_counter_ns()
-            event_list = self._selector.select(timeout)
-            poll_ns = time.perf_counter_ns() - poll_start
-            nevents = len(event_list)
-        else:
-            event_list = self._selector.select(timeout)
+            poll_end = _monotonic_ns()
         if event_list:
             self._process_events(event_list)
-        event_list = None  # break cycles when an exception occurs
+        if not tracing:
+            event_list = None  # break cycles when an exception occurs
 
         if scheduled:
             end_time = self.time() + self._clock_resolution
@@ -475,13 +469,12 @@ class Loop(unix_events._UnixSelectorEventLoop):
         # without a lock (other threads only append).
         ntodo = len(ready)
         if self._debug:
+            if tracing:
+                TRACE.iteration(event_list, poll_end, ready, ntodo, None)
+            event_list = None  # break cycles when an exception occurs
             self._run_ready_debug(ntodo, tracing)
         elif tracing:
-            run_handle = TRACE.run_handle
-            for _ in range(ntodo):
-                handle = ready.popleft()
-                if not handle._cancelled:
-                    run_handle(handle)
+            TRACE.iteration(event_list, poll_end, ready, ntodo, _report_callback_error)
         else:
             # Handle._run() inlined for the loop's own handle classes (a Python frame per
             # callback is a measurable share of a short callback); any other class, say a
@@ -501,8 +494,6 @@ class Loop(unix_events._UnixSelectorEventLoop):
                 else:
                     handle._run()
         handle = None  # break cycles when an exception occurs
-        if tracing:
-            TRACE.loop_iteration(poll_ns, nevents, ntodo)
 
     def _run_ready_debug(self, ntodo: int, tracing: bool) -> None:
         ready = self._ready
@@ -514,7 +505,7 @@ class Loop(unix_events._UnixSelectorEventLoop):
                 self._current_handle = handle
                 t0 = self.time()
                 if tracing:
-                    TRACE.run_handle(handle)
+                    TRACE.run_handle(handle, _report_callback_error)
                 else:
                     handle._run()
                 dt = self.time() - t0

@@ -10,7 +10,9 @@ nothing that depends on whether anyone watches. A reader in another process maps
 read-only and copies what it wants. A syscall count taken with a reader attached is the count
 without it, because the reader never talks to the target.
 
-Layout, version 2 (``VERSION``; version 1 had no wake kind, ready time or never-awaited record). All integers little-endian; every section starts on a page.
+Layout, version 3 (``VERSION``; version 1 had no wake kind, ready time or never-awaited record;
+version 2 wrote one IO_READY record per ready event). All integers little-endian; every section
+starts on a page.
 
     offset 0      HEADER (``HEADER_FMT``, fields below; the section table says where the rest is)
                   magic b"CSPROBE1", version, header size, pid, process start time in clock ticks
@@ -37,7 +39,9 @@ Layout, version 2 (``VERSION``; version 1 had no wake kind, ready time or never-
                   kind, thread slot, aux, monotonic ns, task id, request id, a, b, c, d, e, f, seq_end.
                   What aux and a..f mean per kind is ``RECORD_FIELDS``. A step begin says how the
                   step came to be queued (b, ``WAKES``) and how long it had been queued (a): see
-                  "Wakes and scheduled delay" below.
+                  "Wakes and scheduled delay" below. A loop iteration carries up to
+                  ``ITERATION_INLINE_EVENTS`` of its poll's ready events itself: see "Loop
+                  iterations and ready events" below.
     STRINGS       an append-only table: each entry is a u32 length and that many UTF-8 bytes;
                   a string id is the entry's offset in the section (id 0 is the empty string).
                   Names, qualnames, file:line, short stacks. When full, new strings get id 0 and
@@ -57,8 +61,10 @@ creation and after a bare ``yield`` (``asyncio.sleep(0)``: the task woke itself)
 So a step begin carries, at no extra record, ``b`` = ``WAKE_FIRST`` / ``WAKE_SELF`` /
 ``WAKE_WOKEN`` (``WAKE_UNKNOWN`` when the emitter cannot tell) and ``a`` = ``ready_for_ns``:
 how long before the step began it was certainly in the ready queue, namely since the end of
-the loop iteration before the one that runs it (everything a step is woken by runs in an
-earlier iteration's callbacks). That costs the writer one load and one subtraction per step
+the poll of the iteration that runs it (the runtime's LOOP_ITERATION stamp; everything a step
+is woken by runs in an earlier iteration's callbacks, or is a due timer moved to the ready
+queue microseconds after that poll). diag.instrument's loops use the end of the previous
+iteration. That costs the writer one load and one subtraction per step
 instead of a timestamp per ``call_soon``, and a duration packs cheaper than a second
 timestamp (struct packs an int under 2**30, one CPython digit, some 300 instructions faster
 than a larger one, which is also why the wake is in ``b`` and not in the head word's ``aux``
@@ -68,6 +74,22 @@ exact moment from records it already has: the task's creation (first step) and t
 previous step (self-wake, queued as that step returned). ``a`` is 0 when unknown (the loop's
 first iteration; uvloop, which has no loop iteration records). With loops in several threads
 the iteration end is the last one any of them finished: a woken step's delay is then rougher.
+
+Loop iterations and ready events (version 3)
+--------------------------------------------
+The runtime writes one LOOP_ITERATION record per iteration, after its poll (stamped with the
+poll's end) and before its callbacks run: a = ns blocked in the poll (measured from the end of
+the previous iteration's callbacks, so it includes the loop's few lines of bookkeeping before the
+poll: one clock read fewer per iteration; 0 for the first), b = events the poll
+returned, c = ready handles the iteration runs, and d, e, f = up to ``ITERATION_INLINE_EVENTS``
+of those events, each ``fd << 2 | mask`` with the selectors mask the poll returned (1 read,
+2 write; never 0, so 0 means no event; ``inline_ready_events`` unpacks them). Events past those
+follow as IO_READY records with the same stamp. At low concurrency a poll returns one event, and one
+record instead of two is a third of what tracing costs such a loop per request (measured on
+the echo benchmark, ``benchmarks.tracing_overhead``). diag.instrument (stock asyncio loops)
+writes its IO_READY records as the events come and its LOOP_ITERATION at the end of the
+iteration, with d, e, f 0. Either way the ready events of a process are the IO_READY records plus
+the inline events, and their total is the ``io_ready`` counter.
 
 A coroutine never awaited: CPython warns through ``warnings._warn_unawaited_coroutine`` when
 such a coroutine is collected; the tracer wraps that function and writes one
@@ -109,7 +131,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-VERSION = 2
+VERSION = 3
 MAGIC = b"CSPROBE1"
 PAGE = 4096
 PROBE_DIR = "/dev/shm"
@@ -225,7 +247,16 @@ RECORD_SEQ_END = RECORD_SIZE - 8
 # The writer's view of the same 96 bytes: kind (u16), thread (u16) and aux (u32) stored as one
 # little-endian u64, kind | thread << 16 | aux << 32, so a record is one pack of 12 words.
 RECORD_WORDS_STRUCT = struct.Struct("<QQQQQqqqqqqQ")
-assert RECORD_WORDS_STRUCT.size == RECORD_SIZE
+# Shorter forms for the hot records, whose zero words are pad bytes ("x"): pack_into zero-fills
+# the whole record before it stores the fields, so a pad costs nothing, where an argument costs
+# some 100 instructions. seq, head, ns | a | seq (io ready, timer fire):
+RECORD_A_STRUCT = struct.Struct("<QQQ16xq40xQ")
+# seq, head, ns | a, b, c, d | seq (a loop iteration with at most one ready event):
+RECORD_ABCD_STRUCT = struct.Struct("<QQQ16xqqqq16xQ")
+# seq, head, ns, task, request, a, b | seq (step begin, step end):
+RECORD_TASK_AB_STRUCT = struct.Struct("<QQQQQqq32xQ")
+assert all(s.size == RECORD_SIZE for s in (RECORD_WORDS_STRUCT, RECORD_A_STRUCT,
+                                           RECORD_ABCD_STRUCT, RECORD_TASK_AB_STRUCT))
 # Names of the unpacked record tuple, in order (zip them with read_record's tuple).
 RECORD_FIELD_NAMES = ("seq", "kind", "thread", "aux", "ns", "task", "request",
                       "a", "b", "c", "d", "e", "f", "seq_end")
@@ -272,7 +303,9 @@ RECORD_FIELDS: dict[Rec, dict[str, str]] = {
     Rec.FD_CLOSE: {"aux": "fd_kind", "a": "fd", "c": "generation"},
     Rec.REQUEST_BEGIN: {"a": "parent_request", "b": "sid:name"},
     Rec.REQUEST_END: {"aux": "failed", "a": "duration_ns"},
-    Rec.LOOP_ITERATION: {"a": "poll_ns", "b": "nevents", "c": "ncallbacks"},
+    # d, e, f: up to three of the poll's ready events, 0 for none (inline_ready_events)
+    Rec.LOOP_ITERATION: {"a": "poll_ns", "b": "nevents", "c": "ncallbacks",
+                         "d": "ready_1", "e": "ready_2", "f": "ready_3"},
     Rec.EXECUTOR_SUBMIT: {"a": "future"},
     Rec.EXECUTOR_DONE: {"a": "future", "b": "duration_ns"},
     Rec.SLOW_STEP: {"a": "duration_ns", "b": "sid:stack"},
@@ -280,11 +313,25 @@ RECORD_FIELDS: dict[Rec, dict[str, str]] = {
     # task/request: those current when it was collected (not where it was created)
     Rec.CORO_NEVER_AWAITED: {"b": "sid:coro", "c": "sid:created_at", "d": "sid:defined_at"},
 }
+ITERATION_INLINE_EVENTS = 3
+
+
+def inline_ready_events(d: int, e: int, f: int) -> list[tuple[int, int]]:
+    """The (fd, events) pairs a LOOP_ITERATION record holds itself, from its d, e, f words
+    (each ``fd << 2 | mask``, selectors' mask: 1 read, 2 write, never 0; 0: no event); events
+    as the IO_READY record has them (1 read, 4 write)."""
+    return [(word >> 2, (word & 1) | (word & 2) << 1) for word in (d, e, f) if word]
+
+
 OUTCOMES = ["result", "exception", "cancelled"]
 # STEP_BEGIN aux: how the step's handle came to be in the ready queue
 WAKE_UNKNOWN, WAKE_FIRST, WAKE_SELF, WAKE_WOKEN = 0, 1, 2, 3
 WAKES = ["unknown", "first", "self", "woken"]
-NO_THREAD = 0xFFFF     # record.thread when the emitter did not look its slot up
+# record.thread when the emitter did not look its slot up. Under 2**14 (version 3; 0xFFFF before):
+# a head word kind | NO_THREAD << 16 is then under 2**30, one CPython digit, which struct packs
+# several times faster than a larger int, and most such records (iterations, io, timers) are hot.
+NO_THREAD = 0x3FFF
+assert NSLOTS < NO_THREAD
 
 # --------------------------------------------------------------------------------------- strings
 STRINGS_SIZE = 4 << 20
@@ -488,6 +535,11 @@ class ProbeWriter:
         self._inode = os.stat(path).st_ino
         self._lock = threading.Lock()
         self._seq_counter = itertools.count(1)       # next sequence number; atomic under the GIL
+        # (sequence number, offset of its ring entry) in one C call, so atomic under the GIL too;
+        # every record's number comes from here (the offsets stay in step with the numbers).
+        ring_end = layout.ring_off + layout.ring_records * RECORD_SIZE
+        self.next_slot = zip(self._seq_counter,
+                             itertools.cycle(range(layout.ring_off, ring_end, RECORD_SIZE))).__next__
         self.emit = self._make_emit()
         self._strings: dict[str, int] = {"": 0}
         self._strings_used = 4                       # entry 0 is the empty string
@@ -566,14 +618,12 @@ class ProbeWriter:
     def _make_emit(self):
         """``emit(kind, thread, aux, task, request, ns, a=0, ..., f=0)``: store one record.
         A closure over locals, because this is the one function every tracepoint calls."""
-        mm, pack, next_seq = self.mm, RECORD_WORDS_STRUCT.pack_into, self._seq_counter.__next__
-        ring_off, mask = self.layout.ring_off, self.layout.ring_records - 1
+        mm, pack, next_slot = self.mm, RECORD_WORDS_STRUCT.pack_into, self.next_slot
 
         def emit(kind, thread, aux, task, request, ns, a=0, b=0, c=0, d=0, e=0, f=0):
-            seq = next_seq()
-            pack(mm, ring_off + ((seq - 1) & mask) * 96, seq, kind | thread << 16 | aux << 32,
-                 ns, task, request, a, b, c, d, e, f, seq)
-        assert RECORD_SIZE == 96
+            seq, at = next_slot()
+            pack(mm, at, seq, kind | thread << 16 | aux << 32, ns, task, request, a, b, c, d, e,
+                 f, seq)
         return emit
 
     @property

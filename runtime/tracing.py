@@ -15,20 +15,27 @@ swaps the methods for ones that write records to the probe file. It changes ``TR
 Tracepoints and the place in the loop that calls them:
 
     task_create(task)                  BaseEventLoop.create_task / the task factory
-    run_handle(handle)                 _run_once, for every ready handle, INSTEAD of handle._run()
-                                       when on: it finds the task a handle steps, sets the thread's
-                                       current task/request slot, times the step (step begin, step
-                                       end, slow step) and runs the handle. The step begin says how
-                                       the step was queued (first step, self-wake, woken: told by
-                                       the handle's callback, the Task's __step or its wakeup) and
-                                       by when (the end of the previous loop iteration; see
-                                       runtime.probefile, "Wakes and scheduled delay"). A plain
-                                       callback (not a task step) gets no record; only its request,
-                                       if its context has one, is put in the slot while it runs
+    iteration(event_list, poll_end_ns, ready, ntodo, report_error)
+                                       _run_once, after the poll and the due timers: the
+                                       iteration's record (io_ready for each event and
+                                       loop_iteration), then the ntodo ready handles, each run as
+                                       run_handle does, INSTEAD of the loop running them (one call
+                                       per iteration: see _fast_tracepoints for why)
+    run_handle(handle, report_error)   the debug loop, for every ready handle, INSTEAD of
+                                       handle._run(): it finds the task a handle steps, sets the
+                                       thread's current task/request slot, times the step (step
+                                       begin, step end, slow step) and runs the handle. The step
+                                       begin says how the step was queued (first step, self-wake,
+                                       woken: told by the handle's callback, the Task's __step or
+                                       its wakeup) and by when (the end of the iteration's poll;
+                                       see runtime.probefile, "Wakes and scheduled delay"). A plain
+                                       callback (not a task step) gets no record, only a clock
+                                       read (a slow one is reported); its request, if its context
+                                       has one, is put in the slot while it runs
     task_done(task)                    (registered by task_create as a done callback)
     io_register(fd, events)            add_reader / add_writer (events: 1 read, 4 write)
     io_unregister(fd, events)          remove_reader / remove_writer
-    io_ready(fd, events)               each event the poll returns
+    io_ready(fd, events)               each event the poll returns (through iteration)
     timer_add(handle)                  call_at
     timer_fire(handle)                 a timer moved to the ready queue
     timer_cancel(handle)               a cancelled timer dropped from the heap
@@ -36,7 +43,7 @@ Tracepoints and the place in the loop that calls them:
                                        "socket", "pipe", "timerfd", "file"); the writer captures
                                        a short creation stack
     fd_close(fd)                       every fd the loop itself closes
-    loop_iteration(poll_ns, nevents, ncallbacks)   the end of each _run_once
+    loop_iteration(poll_ns, nevents, ncallbacks)   each _run_once (through iteration)
     executor_submit(future)            run_in_executor, before submitting
     executor_done(future)              the executor future's done callback
     request_begin(id, name, parent)    runtime.requests.request, entering (not a loop call site)
@@ -66,6 +73,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import collections
 import functools
 import itertools
 import os
@@ -87,7 +95,7 @@ class _Off:
     on = False
 
     def task_create(self, task): pass
-    def run_handle(self, handle): handle._run()
+    def run_handle(self, handle, report_error=None): handle._run()
     def task_done(self, task): pass
     def io_register(self, fd, events): pass
     def io_unregister(self, fd, events): pass
@@ -98,6 +106,19 @@ class _Off:
     def fd_open(self, fd, kind): pass
     def fd_close(self, fd): pass
     def loop_iteration(self, poll_ns, nevents, ncallbacks): pass
+    def iteration(self, event_list, poll_end_ns, ready, ntodo, report_error):
+        # The generic form of the per-iteration tracepoint, in terms of the per-event and
+        # per-handle ones: _On replaces it with one that writes the records itself; a subclass
+        # (a test's recorder) sees io_ready, loop_iteration and run_handle calls.
+        if event_list is not None:
+            for key, mask in event_list:
+                self.io_ready(key.fd, (mask & 1) | (mask & 2) << 1)
+            self.loop_iteration(0, len(event_list), ntodo)
+        if report_error is not None:
+            for _ in range(ntodo):
+                handle = ready.popleft()
+                if not handle._cancelled:
+                    self.run_handle(handle, report_error)
     def executor_submit(self, future): pass
     def executor_done(self, future): pass
     def request_begin(self, request_id, name, parent): pass
@@ -106,6 +127,10 @@ class _Off:
 
 
 TRACE = _Off()
+# ``on`` lives in the instance's dict as well as in the two classes: CPython 3.11 specialises a
+# read of an instance attribute (LOAD_ATTR_WITH_HINT) but not of a class attribute read through
+# an instance, and every tracepoint test in the loop is such a read, traced or not.
+TRACE.on = False
 
 # Frames from these directories are the machinery, not the place a user created a task or fd.
 _RUNTIME_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
@@ -443,15 +468,32 @@ class _On(_Off):
 
 
 def _fast_tracepoints(tracer: _On) -> dict:
-    """The four tracepoints the loop calls per event or per handle, as closures over locals.
+    """The tracepoints the loop calls per iteration, per event or per handle, as closures over
+    locals.
 
     ``enable`` stores them in TRACE's instance dict, where they shadow the class's methods (an
-    instance attribute wins over a method), so ``TRACE.io_ready(fd, ev)`` is one Python call
-    with no attribute lookups inside: on this path a record costs one ``pack_into``.
+    instance attribute wins over a method), so ``TRACE.iteration(...)`` is one Python call with
+    no attribute lookups inside: on this path a record costs one ``pack_into``.
+
+    Why the runtime makes one call per loop iteration (``iteration``) rather than one per event
+    and per handle (``io_ready``, ``run_handle``, ``loop_iteration``): at one connection a
+    request is a couple of loop iterations of one event and one callback each, and there what
+    tracing costs is Python calls, clock reads, int arithmetic and records, more than anything
+    they say (counted with callgrind on the echo benchmark: some 13,000 instructions per
+    iteration in the first version, against 21,000 for the untraced iteration itself). So:
+    one record for the poll and up to three of its ready events (the probe file's
+    LOOP_ITERATION, version 3), stamped with the poll's end that the loop reads anyway; the
+    ready handles run in the same call, their work inlined as the untraced loop has it, with
+    one clock read per handle (the end of one callback is the start of the next); a record's
+    ring offset comes with its sequence number (``ProbeWriter.next_slot``), not from
+    arithmetic on it; and the hot records' head words stay under 2**30, which struct packs
+    fastest (``NO_THREAD``). ``io_ready`` and ``loop_iteration`` stay for diag.instrument
+    (stock asyncio loops), ``run_handle`` for the runtime's debug mode.
     """
     w = tracer._w
-    mm, pack, next_seq = w.mm, pf.RECORD_WORDS_STRUCT.pack_into, w._seq_counter.__next__
-    ring_off, mask = w.layout.ring_off, w.layout.ring_records - 1
+    mm, pack, next_slot = w.mm, pf.RECORD_WORDS_STRUCT.pack_into, w.next_slot
+    pack_a, pack_abcd = pf.RECORD_A_STRUCT.pack_into, pf.RECORD_ABCD_STRUCT.pack_into
+    pack_task_ab = pf.RECORD_TASK_AB_STRUCT.pack_into
     counters, words, cur, slot_of_ident = w.counters, w.slot_words, tracer._cur, w._slot_of_ident
     request_var, slow_ns, task_id, slow_step = (tracer._request_var, tracer._slow_ns,
                                                 tracer._task_id, tracer._slow_step)
@@ -461,129 +503,192 @@ def _fast_tracepoints(tracer: _On) -> dict:
     io_head = _IO_READY_REC | _NO_THREAD << 16              # + events << 32
     fire_head = _TIMER_FIRE | _NO_THREAD << 16
     iter_head = _LOOP_ITERATION | _NO_THREAD << 16
+    inline_max = pf.ITERATION_INLINE_EVENTS
     is_task_type, task_types = _IS_TASK_TYPE, _TASK_TYPES
+    handle_type, timer_handle_type = asyncio.Handle, asyncio.TimerHandle   # _run: context.run
 
-    poll_stamp = [0]       # when the current poll's first event was recorded; 0: none yet
-
-    def io_ready(fd, events):
-        # Every event of one poll is stamped with the time the first was recorded (they all
-        # came back from the same epoll_wait): one clock read per poll, not per event.
-        ns = poll_stamp[0]
-        if not ns:
-            ns = poll_stamp[0] = _monotonic_ns()
-        seq = next_seq()
-        pack(mm, ring_off + ((seq - 1) & mask) * 96, seq, io_head | events << 32, ns, 0, 0, fd,
-             0, 0, 0, 0, 0, seq)
-
-    def timer_fire(handle):
-        seq = next_seq()
-        pack(mm, ring_off + ((seq - 1) & mask) * 96, seq, fire_head, _monotonic_ns(), 0, 0,
-             id(handle), 0, 0, 0, 0, 0, seq)
-        counters[_TIMERS_FIRED] += 1
+    poll_stamp = [0]       # io_ready: when the current poll's first event was recorded; 0: none yet
 
     # loop_iterations and io_ready are counted here only, so they are kept in this closure and
     # stored with records_written (the counter after them) in one pack.
-    iteration_totals = [counters[_ITER], counters[_IO_READY]]
+    n_iterations, n_io_ready = counters[_ITER], counters[_IO_READY]
     pack3, counters_at = struct.Struct("<qqq").pack_into, w.layout.counters_off + 8 * _ITER
     assert _IO_READY == _ITER + 1 and _RECORDS == _ITER + 2
+    queued_by = 0          # the end of the current iteration's poll: its steps were queued by then
+    callbacks_end = 0      # when the last iteration's callbacks ended: the next poll began just after
+
+    def iteration(event_list, poll_end_ns, ready, ntodo, report_error):
+        """One loop iteration after its poll: its record (event_list None: none), then the
+        ``ntodo`` handles popped from ``ready`` and run (report_error None: none; the debug
+        loop runs them itself through run_handle). ``report_error(handle, exc)`` is the loop's
+        answer to a callback that raised, as Handle._run has it."""
+        nonlocal n_iterations, n_io_ready, queued_by, callbacks_end
+        if event_list is not None:
+            # The poll's time: from the end of the last iteration's callbacks, so the few lines
+            # of loop bookkeeping before the poll are counted in, and no clock is read for it.
+            poll_ns = poll_end_ns - callbacks_end if callbacks_end else 0
+            # Every step this iteration runs was in the ready queue by the end of the poll,
+            # or within microseconds of it (a due timer's callback): its step begin says so.
+            queued_by = poll_end_ns
+            nevents = len(event_list)
+            seq, at = next_slot()
+            if nevents == 1:                      # the usual case at low concurrency
+                (key, mask), = event_list
+                pack_abcd(mm, at, seq, iter_head, poll_end_ns, poll_ns, 1, ntodo,
+                          key[1] << 2 | mask, seq)
+            elif not nevents:
+                pack_abcd(mm, at, seq, iter_head, poll_end_ns, poll_ns, 0, ntodo, 0, seq)
+            else:
+                inline = [key[1] << 2 | mask for key, mask in event_list[:inline_max]]
+                inline += (0,) * (inline_max - len(inline))
+                pack(mm, at, seq, iter_head, poll_end_ns, 0, 0, poll_ns, nevents, ntodo,
+                     *inline, seq)
+                for key, mask in event_list[inline_max:]:
+                    seq, at = next_slot()
+                    # selectors' mask (1 read, 2 write) -> the record's (1 read, 4 write)
+                    pack_a(mm, at, seq, io_head | ((mask & 1) | (mask & 2) << 1) << 32,
+                           poll_end_ns, key[1], seq)
+            n_iterations += 1
+            n_io_ready += nevents
+            pack3(mm, counters_at, n_iterations, n_io_ready, seq)   # seq: the last handed out
+        if report_error is None:
+            return
+        popleft = ready.popleft
+        t = _monotonic_ns()           # the end of the previous callback, the start of the next
+        for _ in range(ntodo):
+            handle = popleft()
+            if handle._cancelled:
+                continue
+            cb = handle._callback
+            owner = getattr(cb, "__self__", None)
+            is_task = is_task_type.get(type(owner))
+            if is_task is None:
+                is_task = is_task_type[type(owner)] = issubclass(type(owner), task_types)
+            if is_task:
+                # Which of the Task's callbacks: its __step (queued by itself, or at creation),
+                # its wakeup (queued by the future it awaited), or another method (task.cancel
+                # through call_later): not a step at all, run as a plain callback.
+                wake = wake_of_type.get(type(cb))
+                if wake is None:
+                    wake = wake_of_type[type(cb)] = _wake_of_callback_type(type(cb))
+                if wake < 0:
+                    wake = step_names.get(getattr(cb, "__name__", ""), 0)
+                    is_task = wake != 0
+            ctx = handle._context
+            req = ctx.get(request_var, 0)
+            slot = None
+            if is_task or req:
+                slot = slot_of_ident.get(_get_ident())
+                if slot is None:
+                    slot = w.thread_slot()
+                    if slot == _NO_THREAD:
+                        slot = None
+            if slot is None:
+                # A plain callback outside any request (or a thread with no slot left): no
+                # record, but timed, so that a data_received that blocks the loop is reported
+                # like a slow task step.
+                if type(handle) is handle_type or type(handle) is timer_handle_type:
+                    try:
+                        ctx.run(cb, *handle._args)
+                    except (SystemExit, KeyboardInterrupt):
+                        raise
+                    except BaseException as exc:
+                        report_error(handle, exc)
+                else:
+                    handle._run()
+                t1 = _monotonic_ns()
+                if t1 - t >= slow_ns:
+                    slow_callback(slot_of_ident.get(_get_ident(), _NO_THREAD), 0, t1 - t, cb)
+                t = t1
+                continue
+            base = slot * _SLOT_WORDS
+            if is_task:
+                task = ids.get(id(owner))
+                if task is None or task < 0:
+                    # its first step (WAKE_FIRST), or a task registered late, history unknown
+                    if task is None:
+                        wake = _WAKE_WOKEN if wake == _WAKE_WOKEN else _WAKE_UNKNOWN
+                    elif wake == _WAKE_SELF:
+                        wake = _WAKE_FIRST
+                    task = task_id(owner, slot)
+                head = slot << 16
+                words[base + 1] = task
+                words[base + 2] = req
+                words[base + 3] = t
+                cur[slot] = task
+                seq, at = next_slot()
+                # wake in b, not in the head word, and a duration, not a second timestamp: struct
+                # packs an int under 2**30 (one CPython digit) at a fraction of the cost of a
+                # larger one (measured: some 300 instructions a field), and the head's aux is
+                # bits 32..63
+                pack_task_ab(mm, at, seq, _STEP_BEGIN | head, t, task, req,
+                             t - queued_by if queued_by else 0, wake, seq)
+            else:
+                # A plain callback in a request: the slot names the request while it runs.
+                words[base + 2] = req
+            fatal = None
+            try:
+                if type(handle) is handle_type or type(handle) is timer_handle_type:
+                    ctx.run(cb, *handle._args)
+                else:
+                    handle._run()
+            except (SystemExit, KeyboardInterrupt) as exc:
+                fatal = exc
+            except BaseException as exc:
+                report_error(handle, exc)
+            t1 = _monotonic_ns()
+            words[base + 2] = 0
+            if is_task:
+                words[base + 1] = 0
+                words[base + 3] = 0
+                cur[slot] = 0
+                seq, at = next_slot()
+                pack_task_ab(mm, at, seq, _STEP_END | head, t1, task, req, t1 - t, 0, seq)
+                counters[_STEPS] += 1
+                if t1 - t >= slow_ns:
+                    slow_step(slot, task, req, t1 - t, owner)
+            elif t1 - t >= slow_ns:
+                slow_callback(slot, req, t1 - t, cb)
+            if fatal is not None:
+                callbacks_end = t1
+                raise fatal
+            t = t1
+        callbacks_end = t
+
+    single: collections.deque = collections.deque()
+
+    def run_handle(handle, report_error):
+        single.append(handle)
+        iteration(None, 0, single, 1, report_error)
+
+    def io_ready(fd, events):
+        # diag.instrument's per-event form: the events of one poll share the first one's stamp
+        ns = poll_stamp[0]
+        if not ns:
+            ns = poll_stamp[0] = _monotonic_ns()
+        nonlocal n_io_ready
+        seq, at = next_slot()
+        pack_a(mm, at, seq, io_head | events << 32, ns, fd, seq)
+        n_io_ready += 1
+
+    def timer_fire(handle):
+        seq, at = next_slot()
+        pack_a(mm, at, seq, fire_head, _monotonic_ns(), id(handle), seq)
+        counters[_TIMERS_FIRED] += 1
 
     def loop_iteration(poll_ns, nevents, ncallbacks):
+        # diag.instrument's form, at the end of an iteration whose events went as io_ready;
+        # its step timer reads ready_by (the runtime's iteration keeps its own, queued_by)
+        nonlocal n_iterations
         poll_stamp[0] = 0
-        seq = next_seq()
-        # every step the next iteration runs was queued by now: its step begin says so
+        seq, at = next_slot()
         now = ready_by[0] = _monotonic_ns()
-        pack(mm, ring_off + ((seq - 1) & mask) * 96, seq, iter_head, now, 0, 0,
-             poll_ns, nevents, ncallbacks, 0, 0, 0, seq)
-        totals = iteration_totals
-        totals[0] += 1
-        totals[1] += nevents
-        pack3(mm, counters_at, totals[0], totals[1], seq)   # seq: the last record handed out
+        pack_abcd(mm, at, seq, iter_head, now, poll_ns, nevents, ncallbacks, 0, seq)
+        n_iterations += 1
+        pack3(mm, counters_at, n_iterations, n_io_ready, seq)
 
-    def run_handle(handle):
-        cb = handle._callback
-        owner = getattr(cb, "__self__", None)
-        is_task = is_task_type.get(type(owner))
-        if is_task is None:
-            is_task = is_task_type[type(owner)] = issubclass(type(owner), task_types)
-        if is_task:
-            # Which of the Task's callbacks: its __step (queued by itself, or at creation), its
-            # wakeup (queued by the future it awaited), or another method (task.cancel through
-            # call_later): not a step at all, run as a plain callback.
-            wake = wake_of_type.get(type(cb))
-            if wake is None:
-                wake = wake_of_type[type(cb)] = _wake_of_callback_type(type(cb))
-            if wake < 0:
-                wake = step_names.get(getattr(cb, "__name__", ""), 0)
-                is_task = wake != 0
-        ctx = handle._context
-        req = ctx.get(request_var, 0) if ctx is not None else 0
-        if not (is_task or req):
-            # A plain callback outside any request: no step record, but timed, so that a
-            # data_received that blocks the loop is reported like a slow task step.
-            t0 = _monotonic_ns()
-            handle._run()
-            dt = _monotonic_ns() - t0
-            if dt >= slow_ns:
-                slow_callback(slot_of_ident.get(_get_ident(), _NO_THREAD), 0, dt, handle._callback)
-            return
-        slot = slot_of_ident.get(_get_ident())
-        if slot is None:
-            slot = w.thread_slot()
-            if slot == _NO_THREAD:
-                handle._run()
-                return
-        if not is_task:
-            # A plain callback in a request: the slot names the request while it runs.
-            base = slot * _SLOT_WORDS
-            words[base + 2] = req
-            t0 = _monotonic_ns()
-            try:
-                handle._run()
-            finally:
-                words[base + 2] = 0
-            dt = _monotonic_ns() - t0
-            if dt >= slow_ns:
-                slow_callback(slot, req, dt, handle._callback)
-            return
-        task = ids.get(id(owner))
-        if task is None or task < 0:
-            # its first step (WAKE_FIRST), or a task registered late, whose history is unknown
-            if task is None:
-                wake = _WAKE_WOKEN if wake == _WAKE_WOKEN else _WAKE_UNKNOWN
-            elif wake == _WAKE_SELF:
-                wake = _WAKE_FIRST
-            task = task_id(owner, slot)
-        base = slot * _SLOT_WORDS
-        head = slot << 16
-        ready = ready_by[0]                   # read before t0: never later than it
-        t0 = _monotonic_ns()
-        words[base + 1] = task
-        words[base + 2] = req
-        words[base + 3] = t0
-        cur[slot] = task
-        seq = next_seq()
-        # wake in b, not in the head word, and a duration, not a second timestamp: struct
-        # packs an int under 2**30 (one CPython digit) at a fraction of the cost of a larger
-        # one (measured: some 300 instructions a field), and the head's aux is bits 32..63
-        pack(mm, ring_off + ((seq - 1) & mask) * 96, seq, _STEP_BEGIN | head, t0,
-             task, req, t0 - ready if ready else 0, wake, 0, 0, 0, 0, seq)
-        try:
-            handle._run()
-        finally:
-            t1 = _monotonic_ns()
-            words[base + 1] = 0
-            words[base + 2] = 0
-            words[base + 3] = 0
-            cur[slot] = 0
-            seq = next_seq()
-            pack(mm, ring_off + ((seq - 1) & mask) * 96, seq, _STEP_END | head, t1, task, req,
-                 t1 - t0, 0, 0, 0, 0, 0, seq)
-            counters[_STEPS] += 1
-            if t1 - t0 >= slow_ns:
-                slow_step(slot, task, req, t1 - t0, owner)
-
-    return {"io_ready": io_ready, "timer_fire": timer_fire, "loop_iteration": loop_iteration,
-            "run_handle": run_handle}
+    return {"iteration": iteration, "run_handle": run_handle, "io_ready": io_ready,
+            "timer_fire": timer_fire, "loop_iteration": loop_iteration}
 
 
 # ------------------------------------------------------------------------------ switching on/off
@@ -621,6 +726,7 @@ def enable(*, slow_step_ms: float | None = None, loop_kind: str = "runtime",
         )
         TRACE.__class__ = _On
         d.update(_fast_tracepoints(TRACE))
+        d["on"] = True                         # last: everything a tracepoint uses is in place
         _hook_unawaited(True)
         if not _atexit_registered:
             atexit.register(disable)
@@ -634,13 +740,15 @@ def disable() -> None:
     with _enable_lock:
         if not TRACE.on:
             return
+        TRACE.on = False                       # first: no tracepoint starts from here on
         if TRACE._unawaited_backlog:
             TRACE._flush_unawaited()
         TRACE.__class__ = _Off
         _hook_unawaited(False)
         w = TRACE.__dict__.pop("_w")
         for key in list(TRACE.__dict__):
-            del TRACE.__dict__[key]
+            if key != "on":
+                del TRACE.__dict__[key]
         w.close()
 
 
@@ -705,8 +813,11 @@ def _after_fork_in_child() -> None:
     w = TRACE._w
     loop_kind = pf.parse_header(w.mm).loop_kind
     slow_ms = TRACE._slow_ns / 1e6
+    TRACE.on = False
     TRACE.__class__ = _Off
-    TRACE.__dict__.clear()
+    for key in list(TRACE.__dict__):
+        if key != "on":
+            del TRACE.__dict__[key]
     w.detach()
     enable(slow_step_ms=slow_ms, loop_kind=loop_kind)
 

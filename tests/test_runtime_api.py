@@ -120,6 +120,7 @@ def test_tracepoints_fire_where_the_contract_says():
     Recorder.calls = []
     saved = TRACE.__class__
     TRACE.__class__ = Recorder
+    TRACE.__dict__["on"] = True      # TRACE.on is an instance attribute (see runtime.tracing)
     try:
         async def echo(reader, writer):
             writer.write(await reader.read(100))
@@ -144,6 +145,7 @@ def test_tracepoints_fire_where_the_contract_says():
 
         runtime.run(main())
     finally:
+        TRACE.__dict__["on"] = False
         TRACE.__class__ = saved
     names = {name for name, _ in Recorder.calls}
     expected = {"task_create", "run_handle", "io_register", "io_unregister", "io_ready", "timer_add",
