@@ -1,116 +1,313 @@
 """What profiling costs the profiled: echo throughput with and without a flame-graph sampler.
 
-    python -m benchmarks.flame_overhead [--quick] [--json FILE]
+    python -m benchmarks.flame_overhead [--quick] [--loop asyncio|runtime|uvloop] [--json FILE]
 
-The echo server and client are the echo benchmark's own (``benchmarks.echo_server``,
-``benchmarks.echo_client``: 50 keep-alive connections, 64-byte messages). Each variant runs a fresh
-server. Server CPU per request is reported too (less sensitive to a busy machine).
+Why pinned. The two samplers cost the target in different ways. The in-process sampler runs
+inside the target and holds its GIL while it samples: that time is taken from the event loop
+wherever the cores are. py-spy (``--nonblocking``, coroscope's default) never stops the target:
+it reads the target's memory from its own process with process_vm_readv, so what it can cost
+the target is (a) CPU taken from the cores the target would run on, and (b) time the kernel
+makes the target wait for something those reads hold. On this 2-core machine the echo server
+and its load client each want a core, so unpinned, py-spy's own CPU (~5% of a core) is taken
+from one of them and the req/s ratio measures a full machine, not a disturbed target. So:
 
-Each round runs the baseline, every variant, and the baseline again; a variant's cost is its
-ratio to the two baselines around it, and the median over rounds is reported.
+- **pinned** (the verdict): the server alone on one core, the load client and the profiler on
+  the other. The client has room there (its share of a core is printed, ~45%), the server is
+  the bottleneck (~98% of its core), so its req/s is what the profiler takes from the
+  target's own core.
+- **shared**: no affinity: what a machine with no spare core sees. Printed, not judged.
+- **pinned+heap**: pinned, with the server's glibc told to keep its 256 KiB recv buffers on
+  the heap. Not a way to run anything: it is the experiment that shows *why* py-spy costs the
+  pinned target anything (below).
 
-Variants: the in-process sampler at 100 Hz in cpu mode (injected through sitecustomize, as
-``coroscope flame -- CMD`` does) and in await mode; py-spy attached to the pid at 100 Hz,
-non-blocking (coroscope's default) and blocking (``--blocking``, pauses the target per sample).
+Why py-spy still costs the pinned asyncio server several % (5-12% req/s, 4-16% CPU per
+request, over four full runs). One cause is py-spy's and measured: the target's mmap_lock.
+Each process_vm_readv takes it for reading (~95 reads per sample, ~9,500 a second at 100 Hz),
+and stock asyncio's transport allocates a 256 KiB buffer per recv, which glibc serves with
+mmap + mremap + munmap, each taking that lock for writing (~75,000 a second). When they collide
+the server blocks in state D until py-spy's read is done, longer when py-spy is preempted by
+its neighbour while holding it: the "blocked" column, counted in the kernel with eBPF, is 0 at
+baseline and 0.5-2.0 us per request (2-6% of the server's time) with py-spy, and the server's
+sleeps go from ~0.1 to 19-30 per 1000 requests. With the buffers on the heap ("pinned+heap")
+the blocked time is 0, the sleeps barely change, and the CPU per request moves by -0.5% to
++4%; there the server is 3x faster and the client nears its core's limit (marked *), so that
+row's req/s is the client's. The other part is not py-spy's alone: the in-process sampler, which holds the
+GIL ~1% of the time, also raises the pinned server's CPU per request by 3-13%, i.e. a
+saturated one-thread server on this VM pays far more for being interrupted than the
+interruption lasts (no hardware counters in the VM to say whether it is cold caches).
+coroscope's runtime loop reads into one reused buffer and has no mmap churn (``--loop
+runtime``: blocked 0 with py-spy; but its server is so much cheaper that the echo is limited by
+the client or by wake-up latency in our runs, so its req/s ratio is no measure of the server).
 
-"profiler CPU" is the profiler's own CPU per second of wall time, measured exactly (the sampler
-thread's CPU clock, py-spy's schedstat); for the sampler it includes waiting for the GIL, which
-runs on the other core. "GIL held" is the share of wall time the sampler spent sampling with the
-GIL held, i.e. time the single-threaded loop could not run: the in-process sampler's direct cost
-to throughput, which no neighbour's load blurs (the req/s ratios on a shared 2-core machine
-swing by +-25% run to run).
+Each round runs, per setup, the baseline, every variant, and the baseline again; a variant's
+cost is its ratio to the mean of the two baselines around it, and the median over rounds is
+reported (a neighbour that slows the machine for a while slows both sides of a ratio;
+baselines alone swing by +-25% from run to run here).
 
-Targets (issue 7): in-process sampler at 100 Hz under 3% of throughput; py-spy mode under 1%.
+Columns: "cost" is 1 - req/s ratio; "CPU cost" the server's CPU per request ratio - 1;
+"server"/"client" the share of a core each used; "blocked" the server's time blocked in the
+kernel per request; "sleeps/1k" its voluntary context switches per 1000 requests; "profiler
+CPU" the profiler's own CPU per second of wall time, measured exactly (the sampler thread's
+CPU clock, py-spy's schedstat); "GIL held" the share of wall time the in-process sampler held
+the GIL (its direct cost to the loop).
+
+Variants: the in-process sampler at 100 Hz in cpu and await mode (injected through
+sitecustomize, as ``coroscope flame -- CMD`` does); py-spy at 100 Hz with exactly the flags
+coroscope passes (``diag.flame.pyspy.record_command``), with ``--lines`` (the running line, as
+before coroscope passed ``--function``: more reads per sample), and blocking.
+
+Targets (issue 7): the in-process sampler at 100 Hz under 3% of echo throughput; py-spy mode
+under 1%, judged pinned. A CPU-bound part measures the CPU the target's own threads spend on a
+fixed amount of asyncio work with each profiler attached (short: noisy on a shared machine).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks.procs import kill_if_running, stop_server
+from diag.flame.pyspy import record_command
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOTSTRAP = ROOT / "diag" / "bootstrap"
 CONNS = 50
-
-VARIANTS = {
-    # name -> (environment for the server, py-spy arguments or None)
-    "baseline": ({}, None),
-    "sampler cpu 100 Hz": ({"COROSCOPE_SAMPLER": "{tmp}/s-{pid}.txt", "COROSCOPE_SAMPLER_RATE": "100"}, None),
-    "sampler await 100 Hz": ({"COROSCOPE_SAMPLER": "{tmp}/s-{pid}.txt", "COROSCOPE_SAMPLER_RATE": "100",
-                              "COROSCOPE_SAMPLER_MODE": "await"}, None),
-    "py-spy 100 Hz": ({}, ["--nonblocking"]),
-    "py-spy 100 Hz blocking": ({}, []),
-}
+RATE = 100
+# a load client using more of its core than this, in any run of a row, may have been the limit:
+# that row's req/s is marked, and measures the client's core, not the server's
+CLIENT_BUSY = 0.8
 
 
-def _cpu_seconds(pid: int) -> float:
-    """CPU time of all the process's threads, in ns resolution (schedstat), not 10 ms ticks."""
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    server_env: dict = field(default_factory=dict)   # "{tmp}" is replaced by the run's directory
+    pyspy: bool = False                               # attach py-spy with coroscope's own flags
+    blocking: bool = False                            # py-spy pauses the target per sample
+    lines: bool = False                               # py-spy labels the running line (``--lines``)
+
+
+_SAMPLER = {"COROSCOPE_SAMPLER": "{tmp}/s-{pid}.txt", "COROSCOPE_SAMPLER_RATE": str(RATE)}
+BASELINE = Variant("baseline")
+SAMPLER_CPU = Variant(f"sampler cpu {RATE} Hz", _SAMPLER)
+SAMPLER_AWAIT = Variant(f"sampler await {RATE} Hz", {**_SAMPLER, "COROSCOPE_SAMPLER_MODE": "await"})
+PYSPY = Variant(f"py-spy {RATE} Hz", pyspy=True)
+PYSPY_BLOCKING = Variant(f"py-spy {RATE} Hz blocking", pyspy=True, blocking=True)
+PYSPY_LINES = Variant(f"py-spy {RATE} Hz --lines", pyspy=True, lines=True)   # before --function
+
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Where the processes run and what the server's environment adds, for the baselines and
+    the variants of one setup alike (each round adds a baseline before and after them)."""
+    name: str
+    pinned: bool                                      # server on one core, client + profiler on the other
+    variants: tuple
+    server_env: dict = field(default_factory=dict)
+
+
+# glibc keeps allocations under mmap_threshold on the heap, and trims the heap only past
+# trim_threshold: asyncio's 256 KiB recv buffer then costs no mmap/mremap/munmap (and no brk)
+HEAP_RECV = {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=4194304:glibc.malloc.trim_threshold=67108864"}
+SETUPS = [
+    Setup("pinned", True, (SAMPLER_CPU, SAMPLER_AWAIT, PYSPY, PYSPY_LINES, PYSPY_BLOCKING)),
+    Setup("shared", False, (SAMPLER_CPU, PYSPY)),
+    # why py-spy costs the pinned target anything: the same, without the mmap churn
+    Setup("pinned+heap", True, (PYSPY,), HEAP_RECV),
+]
+
+
+def cpus() -> tuple[int, int] | None:
+    """(the server's core, the load's core), or None on a one-core machine."""
+    allowed = sorted(os.sched_getaffinity(0))
+    return (allowed[0], allowed[1]) if len(allowed) >= 2 else None
+
+
+def _pinned_to(cpu: int | None):
+    """A preexec_fn: the child and every thread it will start run on ``cpu`` only (set before
+    exec, so no thread is ever created elsewhere)."""
+    if cpu is None:
+        return None
+    return lambda: os.sched_setaffinity(0, {cpu})
+
+
+def _threads_sum(pid: int, read_one) -> int:
     total = 0
     try:
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            try:
-                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                    total += int(f.read().split()[0])
-            except (OSError, ValueError, IndexError):
-                pass
+        tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
-        pass
-    return total / 1e9
-
-
-def _pin(pid: int, cpu: int) -> None:
-    """Server on CPU 0; client and py-spy on CPU 1: py-spy's own CPU then competes with the
-    client, which has room to spare (uvloop), not with the server whose cost we measure."""
-    if len(os.sched_getaffinity(0)) >= 2:
+        return 0
+    for tid in tids:
         try:
-            os.sched_setaffinity(pid, {sorted(os.sched_getaffinity(0))[cpu]})
-        except OSError:
+            total += read_one(f"/proc/{pid}/task/{tid}")
+        except (OSError, ValueError, IndexError):
             pass
+    return total
 
 
-def measure(variant: str, loop: str, warmup: float, seconds: float, tmp: str) -> dict:
-    extra_env, pyspy_args = VARIANTS[variant]
+def _schedstat_ns(task_dir: str) -> int:
+    with open(f"{task_dir}/schedstat") as f:
+        return int(f.read().split()[0])
+
+
+def _voluntary_switches(task_dir: str) -> int:
+    with open(f"{task_dir}/status") as f:
+        for line in f:
+            if line.startswith("voluntary_ctxt_switches:"):
+                return int(line.split()[1])
+    return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time of all the process's threads, in ns resolution (schedstat), not 10 ms ticks."""
+    return _threads_sum(pid, _schedstat_ns) / 1e9
+
+
+def voluntary_switches(pid: int) -> int:
+    return _threads_sum(pid, _voluntary_switches)
+
+
+class BlockedTime:
+    """Time the server's threads spend blocked uninterruptibly (state D), counted in the kernel.
+
+    A request-loop thread on its own core is either running, waiting in epoll for work, or
+    blocked in the kernel on something another process holds. The last is the only way py-spy,
+    which runs elsewhere, can stop the target, and it is exact where req/s ratios are not:
+    neighbours' load does not enter it. An eBPF program (bcc) notes when a thread of the
+    watched process switches out in state D and adds the time until its wake-up. Needs root
+    and bcc; without them :meth:`open` returns None and the column stays empty.
+    """
+
+    PROGRAM = r"""
+    BPF_HASH(since, u32, u64);
+    BPF_ARRAY(totals, u64, 3);    /* [0] the watched tgid (0: none), [1] ns blocked, [2] times */
+    TRACEPOINT_PROBE(sched, sched_switch) {
+        int watched = 0;
+        u64 *tgid = totals.lookup(&watched);
+        if (!tgid || *tgid == 0 || (bpf_get_current_pid_tgid() >> 32) != *tgid)
+            return 0;
+        if (!(args->prev_state & 2))          /* TASK_UNINTERRUPTIBLE */
+            return 0;
+        u32 tid = args->prev_pid;
+        u64 now = bpf_ktime_get_ns();
+        since.update(&tid, &now);
+        return 0;
+    }
+    TRACEPOINT_PROBE(sched, sched_wakeup) {
+        u32 tid = args->pid;
+        u64 *start = since.lookup(&tid);
+        if (!start)
+            return 0;
+        u64 blocked = bpf_ktime_get_ns() - *start;
+        since.delete(&tid);
+        int ns = 1, times = 2;
+        u64 *total = totals.lookup(&ns);
+        if (total)
+            __sync_fetch_and_add(total, blocked);
+        u64 *count = totals.lookup(&times);
+        if (count)
+            __sync_fetch_and_add(count, 1);
+        return 0;
+    }
+    """
+
+    def __init__(self, bpf):
+        import ctypes
+
+        self._bpf, self._totals, self._key, self._u64 = bpf, bpf["totals"], ctypes.c_int, ctypes.c_uint64
+
+    @classmethod
+    def open(cls) -> "BlockedTime | None":
+        if os.geteuid() != 0:
+            return None
+        try:
+            from bcc import BPF
+
+            return cls(BPF(text=cls.PROGRAM))
+        except Exception:                      # no bcc, no headers, no tracefs: no column
+            return None
+
+    def watch(self, pid: int) -> None:
+        """Count ``pid``'s threads from now on, from zero."""
+        for i in (1, 2):
+            self._totals[self._key(i)] = self._u64(0)
+        self._totals[self._key(0)] = self._u64(pid)
+
+    def read(self) -> tuple[float, int]:
+        """(seconds blocked, times blocked) since :meth:`watch`."""
+        return self._totals[self._key(1)].value / 1e9, self._totals[self._key(2)].value
+
+    def close(self) -> None:
+        self._bpf.cleanup()
+
+
+def _server_env(variant: Variant, tmp: str, setup_env: dict | None = None) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(BOOTSTRAP), str(ROOT), env.get("PYTHONPATH")]))
-    env.update({k: v.replace("{tmp}", tmp) for k, v in extra_env.items()})
+    env.update(setup_env or {})
+    env.update({k: v.replace("{tmp}", tmp) for k, v in variant.server_env.items()})
+    return env
+
+
+def _start_pyspy(pid: int, tmp: str, variant: Variant, cpu: int | None) -> subprocess.Popen:
+    cmd = record_command(pid, os.path.join(tmp, f"spy-{pid}.txt"), RATE, blocking=variant.blocking,
+                         lines=variant.lines)
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=_pinned_to(cpu))
+
+
+def _stop_pyspy(spy: subprocess.Popen | None) -> None:
+    if spy is None:
+        return
+    spy.send_signal(2)                 # py-spy writes its profile on SIGINT
+    try:
+        spy.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        spy.kill()
+        spy.wait()
+
+
+def measure(variant: Variant, setup: Setup, loop: str, warmup: float, seconds: float, tmp: str,
+            blocked: BlockedTime | None = None) -> dict:
+    """One fresh server, loaded for ``seconds`` by the echo client, with ``variant`` attached."""
+    server_cpu, load_cpu = cpus() if setup.pinned else (None, None)
+    env = _server_env(variant, tmp, setup.server_env)
     server = subprocess.Popen([sys.executable, "-m", "benchmarks.echo_server", "--loop", loop],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+                              preexec_fn=_pinned_to(server_cpu))
     spy = None
-    _pin(server.pid, 0)
     try:
         port = int(server.stdout.readline())
-        client_env = {k: v for k, v in env.items() if not k.startswith("COROSCOPE_")}
+        client_env = {k: v for k, v in env.items()
+                      if not k.startswith("COROSCOPE_") and k not in setup.server_env}
         client = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.echo_client", str(port), str(CONNS), str(warmup), str(seconds),
              "sync"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=client_env, cwd=ROOT)
-        _pin(client.pid, 1)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=client_env, cwd=ROOT,
+            preexec_fn=_pinned_to(load_cpu))
         try:
             if client.stdout.readline().split() != ["ready"]:
                 raise RuntimeError("echo client did not start")
-            if pyspy_args is not None:
-                spy = subprocess.Popen(
-                    [os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "--pid",
-                     str(server.pid), "--rate", "100", "--format", "raw", "-o",
-                     os.path.join(tmp, f"spy-{server.pid}.txt"), *pyspy_args],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                _pin(spy.pid, 1)
+            if variant.pyspy:
+                spy = _start_pyspy(server.pid, tmp, variant, load_cpu)
                 time.sleep(0.3)                # attached before the window opens
-            cpu0 = _cpu_seconds(server.pid)
-            spy0 = _cpu_seconds(spy.pid) if spy is not None else 0.0
+            if blocked is not None:
+                blocked.watch(server.pid)
+            before = (cpu_seconds(server.pid), voluntary_switches(server.pid), cpu_seconds(client.pid),
+                      cpu_seconds(spy.pid) if spy else 0.0)
             client.stdin.write("go\n")
             client.stdin.flush()
             line = client.stdout.readline().split()
-            server_cpu = _cpu_seconds(server.pid) - cpu0
-            spy_cpu = _cpu_seconds(spy.pid) - spy0 if spy is not None else 0.0
+            after = (cpu_seconds(server.pid), voluntary_switches(server.pid), cpu_seconds(client.pid),
+                     cpu_seconds(spy.pid) if spy else 0.0)
+            blocked_s = blocked.read()[0] if blocked is not None else None
             client.stdin.write("bye\n")
             client.stdin.flush()
             if len(line) != 4 or line[0] != "end":
@@ -120,30 +317,22 @@ def measure(variant: str, loop: str, warmup: float, seconds: float, tmp: str) ->
         finally:
             kill_if_running(client)
     finally:
-        if spy is not None:
-            spy.send_signal(2)
-            try:
-                spy.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                spy.kill()
-                spy.wait()
+        _stop_pyspy(spy)
         stop_server(server)
-    # the profiler's own CPU per second of wall time: the sampler thread's (it holds the GIL
-    # while it samples, so the loop loses exactly that), or the py-spy process's (on this
-    # 2-core box it competes with the server and the client for a core)
-    profiler_cpu = spy_cpu / elapsed if spy is not None else None
-    if "COROSCOPE_SAMPLER" in extra_env:
+    server_s, switches, client_s, spy_s = (a - b for a, b in zip(after, before))
+    result = {"variant": variant.name, "setup": setup.name, "rps": requests / elapsed,
+              "cpu_us_per_request": 1e6 * server_s / max(requests, 1),
+              "server_util": server_s / elapsed, "client_util": client_s / elapsed,
+              "sleeps_per_1k": 1000 * switches / max(requests, 1),
+              "blocked_us_per_request": None if blocked_s is None else 1e6 * blocked_s / max(requests, 1),
+              "profiler_cpu": spy_s / elapsed if spy else None, "gil_held": None, "sample_us": None}
+    if "COROSCOPE_SAMPLER" in variant.server_env:
         from diag.flame.sampler import read_sampler_file, sampler_path
 
         data = read_sampler_file(sampler_path(env["COROSCOPE_SAMPLER"], server.pid))
-        profiler_cpu = data.self_cpu / data.elapsed
-        gil_held = data.gil_held / data.elapsed
-        per_sample_us = 1e6 * data.gil_held / max(data.samples, 1)
-    else:
-        gil_held = per_sample_us = None
-    return {"variant": variant, "rps": requests / elapsed,
-            "cpu_us_per_request": 1e6 * server_cpu / max(requests, 1),
-            "profiler_cpu": profiler_cpu, "gil_held": gil_held, "sample_us": per_sample_us}
+        result.update(profiler_cpu=data.self_cpu / data.elapsed, gil_held=data.gil_held / data.elapsed,
+                      sample_us=1e6 * data.gil_held / max(data.samples, 1))
+    return result
 
 
 def _median_of(runs: list[dict], key: str):
@@ -152,46 +341,58 @@ def _median_of(runs: list[dict], key: str):
 
 
 def run(quick: bool = False, loop: str = "asyncio", cpu_bound: bool = True) -> dict:
-    """Rounds of: baseline, every profiled variant, baseline again. A variant's cost in a round is
-    measured against the mean of the two baselines around it, and the median over rounds is
-    reported: a neighbour's job that slows the machine for a while slows both sides of a ratio."""
-    warmup, seconds, rounds = (0.3, 1.0, 2) if quick else (0.3, 2.0, 7)
-    profiled = [v for v in VARIANTS if v != "baseline"]
-    runs: dict[str, list[dict]] = {v: [] for v in VARIANTS}
-    ratios: dict[str, list[float]] = {v: [] for v in profiled}
-    cpu_ratios: dict[str, list[float]] = {v: [] for v in profiled}
-    with tempfile.TemporaryDirectory(prefix="coroscope-flame-bench-") as tmp:
-        for _ in range(rounds):
-            before = measure("baseline", loop, warmup, seconds, tmp)
-            round_runs = {v: measure(v, loop, warmup, seconds, tmp) for v in profiled}
-            after = measure("baseline", loop, warmup, seconds, tmp)
-            runs["baseline"] += [before, after]
-            base_rps = (before["rps"] + after["rps"]) / 2
-            base_cpu = (before["cpu_us_per_request"] + after["cpu_us_per_request"]) / 2
-            for v, r in round_runs.items():
-                runs[v].append(r)
-                ratios[v].append(r["rps"] / base_rps)
-                cpu_ratios[v].append(r["cpu_us_per_request"] / base_cpu)
+    """Rounds of, per setup: baseline, every profiled variant, baseline again. A variant's
+    cost in a round is measured against the mean of the two baselines around it; the median
+    over rounds is reported."""
+    warmup, seconds, rounds = (0.3, 1.0, 1) if quick else (0.3, 2.0, 6)
+    setups = [s for s in SETUPS if not s.pinned or cpus() is not None]
+    runs: dict[tuple[str, str], list[dict]] = {}
+    # (setup, variant) -> per round: req/s and server CPU per request, each as a ratio to
+    # the mean of the baselines around it
+    ratios: dict[tuple[str, str], dict[str, list[float]]] = {}
+    blocked = BlockedTime.open()
+    try:
+        with tempfile.TemporaryDirectory(prefix="coroscope-flame-bench-") as tmp:
+            for _ in range(rounds):
+                for setup in setups:
+                    before = measure(BASELINE, setup, loop, warmup, seconds, tmp, blocked)
+                    mid = [measure(v, setup, loop, warmup, seconds, tmp, blocked) for v in setup.variants]
+                    after = measure(BASELINE, setup, loop, warmup, seconds, tmp, blocked)
+                    runs.setdefault((setup.name, BASELINE.name), []).extend([before, after])
+                    for r in mid:
+                        runs.setdefault((setup.name, r["variant"]), []).append(r)
+                        into = ratios.setdefault((setup.name, r["variant"]), {"rps": [], "cpu": []})
+                        for key in into:
+                            field_ = "rps" if key == "rps" else "cpu_us_per_request"
+                            into[key].append(r[field_] / ((before[field_] + after[field_]) / 2))
+    finally:
+        if blocked is not None:
+            blocked.close()
     rows = []
-    for variant, rs in runs.items():
-        own = [r["profiler_cpu"] for r in rs if r["profiler_cpu"] is not None]
-        paired = variant != "baseline"
+    for (setup, variant), rs in runs.items():
+        paired = (setup, variant) in ratios
         rows.append({
-            "variant": variant, "rps": statistics.median(r["rps"] for r in rs),
-            "rps_all": [round(r["rps"]) for r in rs],
-            "throughput_cost": 1 - statistics.median(ratios[variant]) if paired else 0.0,
+            "setup": setup, "variant": variant,
+            "rps": statistics.median(r["rps"] for r in rs), "rps_all": [round(r["rps"]) for r in rs],
+            "throughput_cost": 1 - statistics.median(ratios[setup, variant]["rps"]) if paired else 0.0,
             "cpu_us_per_request": statistics.median(r["cpu_us_per_request"] for r in rs),
-            "cpu_cost": statistics.median(cpu_ratios[variant]) - 1 if paired else 0.0,
-            "profiler_cpu": statistics.median(own) if own else None,
-            "gil_held": _median_of(rs, "gil_held"), "sample_us": _median_of(rs, "sample_us")})
-    by = {r["variant"]: r for r in rows}
+            "cpu_cost": statistics.median(ratios[setup, variant]["cpu"]) - 1 if paired else 0.0,
+            **{k: _median_of(rs, k) for k in ("server_util", "client_util", "sleeps_per_1k",
+                                              "blocked_us_per_request", "profiler_cpu", "gil_held",
+                                              "sample_us")},
+            # the load must not be the limit: its busiest run, not its median
+            "client_util_max": max(r["client_util"] for r in rs)})
+    by = {(r["setup"], r["variant"]): r for r in rows}
+    targets = {f"{SAMPLER_CPU.name}: GIL held < 3%": by["shared", SAMPLER_CPU.name]["gil_held"] < 0.03}
+    if cpus() is not None:
+        targets[f"{SAMPLER_CPU.name}: req/s cost < 3% (pinned)"] = \
+            by["pinned", SAMPLER_CPU.name]["throughput_cost"] < 0.03
+        targets[f"{PYSPY.name}: req/s cost < 1% (pinned)"] = by["pinned", PYSPY.name]["throughput_cost"] < 0.01
     return {"loop": loop, "connections": CONNS, "seconds_per_run": seconds, "rounds": rounds,
-            "results": rows, "cpu_bound": run_cpu_bound(quick) if cpu_bound else None,
-            # the sampler by the GIL time it takes from the loop (exact); py-spy, which takes
-            # nothing from the target, by the req/s ratio (noisy on a shared machine)
-            "targets": {"sampler cpu 100 Hz: GIL held < 3%": by["sampler cpu 100 Hz"]["gil_held"] < 0.03,
-                        "sampler cpu 100 Hz: req/s cost < 3%": by["sampler cpu 100 Hz"]["throughput_cost"] < 0.03,
-                        "py-spy 100 Hz: req/s cost < 1%": by["py-spy 100 Hz"]["throughput_cost"] < 0.01}}
+            "pyspy_command": " ".join(os.path.basename(a) if i == 0 else a
+                                      for i, a in enumerate(record_command(0, "OUT", RATE))),
+            "results": rows, "targets": targets,
+            "cpu_bound": run_cpu_bound(quick) if cpu_bound else None}
 
 
 # A fixed amount of asyncio work (no I/O): 20 tasks doing arithmetic and yielding to the loop.
@@ -215,85 +416,88 @@ asyncio.run(main())
 main_cpu, own_cpu = time.thread_time() - t0, own() - s0
 print(main_cpu, own_cpu, flush=True)
 """
+CPU_BOUND_VARIANTS = [SAMPLER_CPU, PYSPY, PYSPY_BLOCKING]
 
 
-def measure_cpu_bound(variant: str, rounds: int, tmp: str) -> dict:
-    """CPU seconds the fixed work cost: main thread + the sampler thread (py-spy's own CPU is
-    reported apart: it runs in another process, on another core when there is one)."""
-    extra_env, pyspy_args = VARIANTS[variant]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(BOOTSTRAP), str(ROOT), env.get("PYTHONPATH")]))
-    env.update({k: v.replace("{tmp}", tmp) for k, v in extra_env.items()})
+def measure_cpu_bound(variant: Variant, rounds: int, tmp: str) -> dict:
+    """CPU seconds the fixed work cost the target: main thread + the sampler thread; pinned like
+    the echo (the worker on one core, py-spy on the other) when there are two cores."""
+    work_cpu, spy_cpu = cpus() or (None, None)
     worker = subprocess.Popen([sys.executable, "-c", _CPU_WORKER.replace("ROUNDS", str(rounds))],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
-    _pin(worker.pid, 0)
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              env=_server_env(variant, tmp), cwd=ROOT, preexec_fn=_pinned_to(work_cpu))
     spy = None
     try:
-        if pyspy_args is not None:
+        if variant.pyspy:
             time.sleep(0.3)
-            spy = subprocess.Popen(
-                [os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "--pid",
-                 str(worker.pid), "--rate", "100", "--format", "raw", "-o",
-                 os.path.join(tmp, f"spy-{worker.pid}.txt"), *pyspy_args],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            _pin(spy.pid, 1)
+            spy = _start_pyspy(worker.pid, tmp, variant, spy_cpu)
             time.sleep(0.5)
         out, _ = worker.communicate("go\n", timeout=300)
         main_cpu, sampler_cpu = map(float, out.split())
     finally:
         kill_if_running(worker)
-        if spy is not None:
-            spy.send_signal(2)
-            try:
-                spy.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                spy.kill()
-                spy.wait()
-    return {"variant": variant, "cpu": main_cpu + sampler_cpu, "sampler_cpu": sampler_cpu}
+        _stop_pyspy(spy)
+    return {"variant": variant.name, "cpu": main_cpu + sampler_cpu, "sampler_cpu": sampler_cpu}
 
 
 def run_cpu_bound(quick: bool = False) -> dict:
     """The same rounds-with-two-baselines scheme as the echo, on CPU seconds for fixed work."""
-    work, rounds = (300, 2) if quick else (1500, 5)
-    profiled = [v for v in VARIANTS if v != "baseline"]
-    ratios: dict[str, list[float]] = {v: [] for v in profiled}
+    work, rounds = (300, 1) if quick else (1000, 3)
+    ratios: dict[str, list[float]] = {v.name: [] for v in CPU_BOUND_VARIANTS}
     base_cpu: list[float] = []
     with tempfile.TemporaryDirectory(prefix="coroscope-flame-bench-") as tmp:
         for _ in range(rounds):
-            before = measure_cpu_bound("baseline", work, tmp)
-            mid = {v: measure_cpu_bound(v, work, tmp) for v in profiled}
-            after = measure_cpu_bound("baseline", work, tmp)
+            before = measure_cpu_bound(BASELINE, work, tmp)
+            mid = [measure_cpu_bound(v, work, tmp) for v in CPU_BOUND_VARIANTS]
+            after = measure_cpu_bound(BASELINE, work, tmp)
             base = (before["cpu"] + after["cpu"]) / 2
             base_cpu += [before["cpu"], after["cpu"]]
-            for v, r in mid.items():
-                ratios[v].append(r["cpu"] / base)
+            for r in mid:
+                ratios[r["variant"]].append(r["cpu"] / base)
     return {"work_cpu_s": statistics.median(base_cpu), "rounds": rounds,
             "cost": {v: statistics.median(r) - 1 for v, r in ratios.items()},
             "cost_all": {v: [round(x - 1, 4) for x in r] for v, r in ratios.items()}}
 
 
+def _pct(value, digits=1) -> str:
+    return "" if value is None else f"{100 * value:.{digits}f}%"
+
+
+def _client(row: dict) -> str:
+    return _pct(row["client_util"], 0) + ("*" if row["client_util_max"] > CLIENT_BUSY else "")
+
+
 def render(report: dict) -> str:
-    head = (f"{'variant':<24} {'req/s (median)':>14} {'cost':>7} {'µs CPU/req':>10} {'CPU cost':>8} "
-            f"{'profiler CPU':>12} {'GIL held':>8} {'µs/sample':>9}  runs (req/s)")
+    head = (f"{'setup':<11} {'variant':<24} {'req/s':>7} {'cost':>6} {'µs CPU/req':>10} {'CPU cost':>8} "
+            f"{'blocked µs/req':>14} {'server':>6} {'client':>6} {'sleeps/1k':>9} "
+            f"{'profiler CPU':>12} {'GIL held':>8}  runs (req/s)")
     lines = [head, "-" * len(head)]
     for r in report["results"]:
-        own = "" if r["profiler_cpu"] is None else f"{100 * r['profiler_cpu']:.2f}%"
-        held = "" if r.get("gil_held") is None else f"{100 * r['gil_held']:.2f}%"
-        per = "" if r.get("sample_us") is None else f"{r['sample_us']:.0f}"
-        lines.append(f"{r['variant']:<24} {r['rps']:>14.0f} {100 * r['throughput_cost']:>6.1f}% "
-                     f"{r['cpu_us_per_request']:>10.1f} {100 * r['cpu_cost']:>7.1f}% {own:>12} "
-                     f"{held:>8} {per:>9}  {r['rps_all']}")
+        blocked = "" if r["blocked_us_per_request"] is None else f"{r['blocked_us_per_request']:.2f}"
+        lines.append(
+            f"{r['setup']:<11} {r['variant']:<24} {r['rps']:>7.0f} {_pct(r['throughput_cost']):>6} "
+            f"{r['cpu_us_per_request']:>10.1f} {_pct(r['cpu_cost']):>8} {blocked:>14} "
+            f"{_pct(r['server_util'], 0):>6} {_client(r):>6} "
+            f"{r['sleeps_per_1k']:>9.1f} {_pct(r['profiler_cpu'], 2):>12} {_pct(r['gil_held'], 2):>8}  "
+            f"{r['rps_all']}")
     lines.append("-" * len(head))
-    lines.append(f"echo on {report['loop']}, {report['connections']} connections, "
-                 f"{report['rounds']} rounds of {report['seconds_per_run']} s per variant; cost = median "
-                 f"over rounds of 1 - req/s / mean(baseline before, after)")
-    lines.append("targets (echo throughput): " + ", ".join(
-        f"{k}: {'met' if v else 'MISSED'}" for k, v in report["targets"].items()))
+    lines.append(f"echo on {report['loop']}, {report['connections']} connections, {report['rounds']} rounds of "
+                 f"{report['seconds_per_run']} s per variant; cost = median over rounds of "
+                 f"1 - req/s / mean(baseline before, after)")
+    lines.append("pinned: server alone on one core, client and profiler on the other (the verdict); "
+                 "shared: no affinity (a machine with no spare core); pinned+heap: pinned, the server's "
+                 "recv buffers kept on the heap (no mmap per read)")
+    lines.append("blocked: time the server's threads spent blocked in the kernel (state D, counted with eBPF)")
+    if any(r["client_util_max"] > CLIENT_BUSY for r in report["results"]):
+        lines.append(f"*: the load client used over {CLIENT_BUSY:.0%} of its core in some run: "
+                     f"that row's req/s may measure the client, not the server")
+    lines.append(f"py-spy runs as coroscope runs it: {report['pyspy_command']}")
+    lines.append("targets: " + ", ".join(f"{k}: {'met' if v else 'MISSED'}" for k, v in report["targets"].items()))
     cpu = report.get("cpu_bound")
     if cpu:
         lines.append("")
-        lines.append(f"CPU-bound asyncio work ({cpu['work_cpu_s']:.2f} s of CPU, {cpu['rounds']} rounds): "
-                     f"extra CPU (target's threads + sampler thread) per unit of work, median")
+        lines.append(f"CPU-bound asyncio work ({cpu['work_cpu_s']:.2f} s of CPU, {cpu['rounds']} rounds, pinned): "
+                     f"extra CPU of the target's threads (+ the sampler thread) per unit of work, median")
         for v, c in cpu["cost"].items():
             lines.append(f"  {v:<24} {100 * c:+6.2f}%   rounds: {[f'{100 * x:+.1f}%' for x in cpu['cost_all'][v]]}")
     return "\n".join(lines)
@@ -303,12 +507,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--loop", default="asyncio", choices=("asyncio", "runtime", "uvloop"))
+    parser.add_argument("--no-cpu-bound", action="store_true", help="only the echo part")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
-    report = run(quick=args.quick, loop=args.loop)
+    report = run(quick=args.quick, loop=args.loop, cpu_bound=not args.no_cpu_bound)
     print(render(report))
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        from diag.model.base import write_json_atomic
+        write_json_atomic(Path(args.json), report)
     return 0
 
 

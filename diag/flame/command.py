@@ -54,6 +54,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=("auto", "py-spy", "sampler"), default="auto")
     parser.add_argument("--blocking", action="store_true",
                         help="py-spy: pause the target for each sample (exact, slower)")
+    parser.add_argument("--lines", action="store_true",
+                        help="py-spy: label frames with the line running, not the function's "
+                             "first line (more reads of the target per sample)")
     parser.add_argument("--threshold", type=float, metavar="POINTS",
                         help="diff: exit 1 when a function's share grew more than POINTS")
     parser.add_argument("--top", type=int, default=8, help="functions listed on the terminal")
@@ -120,7 +123,8 @@ def _profile_pid(args, backend: str) -> tuple[FlameProfile, str | None]:
     if backend == "py-spy":
         stop_at = time.monotonic() + duration
         res = pyspy.record(pid, None, rate=args.rate, idle=args.mode == "wall",
-                           blocking=args.blocking, stop_when=lambda: time.monotonic() >= stop_at)
+                           blocking=args.blocking, stop_when=lambda: time.monotonic() >= stop_at,
+                           lines=args.lines)
         profile = fold.profile_from_collapsed(
             res.stacks, args.mode, "py-spy", args.keep_loop_frames, rate_hz=args.rate,
             duration_s=round(res.elapsed, 3), target=target, complete=not res.target_exited)
@@ -180,7 +184,7 @@ def _profile_command(args, backend: str) -> tuple[FlameProfile, str | None]:
                                    blocking=args.blocking,
                                    stop_when=lambda: child.poll() is not None or
                                    (stop_at is not None and time.monotonic() >= stop_at),
-                                   startup_grace=5.0)
+                                   startup_grace=5.0, lines=args.lines)
                 elapsed = res.elapsed
             else:
                 while child.poll() is None:

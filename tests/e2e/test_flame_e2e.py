@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from diag.flame import formats
-from diag.model.flame import FlameProfile, StackCount
+from diag.model.flame import FlameProfile, StackCount, split_frame
 from tests.capabilities import require, run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -148,6 +148,35 @@ def test_target_exiting_mid_profile_keeps_the_profile_so_far(tmp_path):
     stacks = formats.parse_collapsed(out.read_text())
     spin = sum(w for k, w in stacks.items() if any(f.startswith("spin ") for f in k))
     assert spin > 20 and spin > 0.8 * sum(stacks.values())
+
+
+SPINS = """
+import time
+def spin():
+    end = time.time() + 1.5
+    x = 0
+    while time.time() < end:
+        x += 1
+spin()
+"""
+
+
+def test_pyspy_labels_frames_by_function_unless_lines_are_asked_for(tmp_path):
+    # coroscope runs py-spy with --function (fewer reads of the target per sample):
+    # a frame carries its function's first line; --lines gives the line running
+    require("py-spy", "ptrace")
+
+    def lines_of_spin(*extra):
+        out = tmp_path / f"spin{len(extra)}.collapsed.txt"
+        r = flame("-o", str(out), *extra, "--", PY, "-c", SPINS, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        stacks = formats.parse_collapsed(out.read_text())
+        assert sum(w for k, w in stacks.items() if k[-1].startswith("spin ")) > 50
+        return {split_frame(f)[2] for k in stacks for f in k if f.startswith("spin ")}
+
+    assert lines_of_spin() == {3}                           # "def spin():" is line 3
+    running = lines_of_spin("--lines")
+    assert running and running <= {4, 5, 6, 7}
 
 
 KILLED = """
