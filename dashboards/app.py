@@ -6,6 +6,11 @@ recording, appends the snapshot to the recording. Between refreshes the ring is 
 ``PUMP_S`` (a loaded target fills the ring in well under a second); pausing freezes the screen,
 not the reading, so a pause loses no records. All state the views show lives in the snapshot,
 so a replay draws the same screens.
+
+Only the view on screen is drawn at a refresh; another is drawn from the current snapshot
+when it is brought up. Drawing is most of what the dashboard costs the machine once reading is
+budgeted (Textual measures, lays out and renders every widget whose content changed), and on
+a small machine that CPU is taken from the target.
 """
 from __future__ import annotations
 
@@ -75,6 +80,7 @@ class DashboardApp(App[int]):
         self.snapshot: LiveSnapshot | None = None
         self.findings: list[Finding] = []
         self.refreshes = 0
+        self._drawn: dict[str, LiveSnapshot] = {}    # pane -> the snapshot it shows
 
     def compose(self) -> ComposeResult:
         yield Static(id="status")
@@ -118,9 +124,19 @@ class DashboardApp(App[int]):
             except OSError as exc:      # disk full, file removed: stop recording, keep watching
                 self.recorder = None
                 self.notify(f"recording stopped: {exc.strerror}", severity="error")
-        for pane in VIEWS:
-            self.query_one(f"#{pane}-view").show(snap, self.findings)
+        self._draw(self.query_one(TabbedContent).active)
         self._status()
+
+    def _draw(self, pane: str, again: bool = False) -> None:
+        """Draw the current snapshot in ``pane``'s view, unless it shows it already."""
+        if self.snapshot is None or pane not in VIEWS:
+            return
+        if again or self._drawn.get(pane) is not self.snapshot:
+            self.query_one(f"#{pane}-view").show(self.snapshot, self.findings)
+            self._drawn[pane] = self.snapshot
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        self._draw(event.pane.id)
 
     def _status(self) -> None:
         snap = self.snapshot
@@ -132,8 +148,10 @@ class DashboardApp(App[int]):
         text.append(f" {t.command[:40]}  loop: {t.loop}  source: {snap.source}  ")
         if not t.alive:
             text.append(f" {t.note} ", style="bold white on red")
-        text.append(f"  tasks {sum(1 for x in snap.tasks if x.state != 'done')}")
+        text.append(f"  tasks {sum(1 for x in snap.tasks if x.state not in ('done', 'unknown'))}")
         text.append(f"  records {snap.records}")
+        if snap.skipped_records:       # passed unread to keep the dashboard's CPU bounded
+            text.append(f"  skipped {snap.skipped_records}", style="yellow")
         if snap.lost_records:
             text.append(f"  lost {snap.lost_records}", style="bold red")
         text.append(f"  warnings {len(self.findings)}",
@@ -143,7 +161,7 @@ class DashboardApp(App[int]):
         if self.recorder is not None:
             text.append(f"  REC {self.recorder.path.name} ({self.recorder.count})",
                         style="bold white on red")
-        self.query_one("#status", Static).update(text)
+        self.query_one("#status", Static).update(text, layout=False)     # always one line
 
     # -- actions ---------------------------------------------------------------------------
 
@@ -216,14 +234,15 @@ class DashboardApp(App[int]):
 
     def action_view(self, pane: str) -> None:
         self.query_one(TabbedContent).active = pane
+        self._draw(pane)
         tables = self.query_one(f"#{pane}-view").query(DataTable)
         if tables:
             tables.first().focus()      # so the arrow keys move through what is shown
 
     def _redraw(self) -> None:
-        if self.snapshot is not None:
-            for pane in VIEWS:
-                self.query_one(f"#{pane}-view").show(self.snapshot, self.findings)
+        """The tasks' sort or filter changed: draw again what is on screen."""
+        self._drawn.pop("tasks", None)
+        self._draw(self.query_one(TabbedContent).active, again=True)
 
     def on_unmount(self) -> None:
         if self.recorder is not None:

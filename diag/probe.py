@@ -11,12 +11,40 @@ Following the ring: records carry consecutive sequence numbers. ``ProbeReader.po
 the next expected one; one the writer already overwrote is counted in ``lost`` (exactly: one by
 one, see ``runtime.probefile.read_record``) and skipped; one caught mid-write is retried and
 never returned torn.
+
+Why the ring is read a span at a time
+-------------------------------------
+A loaded target writes a hundred thousand records a second and the reader shares the machine
+with it, so a Python call per record (``read_record``: three loads and a compare, some 2 us)
+is CPU taken from the target. ``poll_raw`` instead takes the longest run of entries that does
+not wrap, in three C-speed passes, and applies the seqlock rule to all of them at once:
+
+    1. the seq_end words of the run (one strided ``memoryview`` slice, ``tolist``);
+    2. a copy of the run's bytes (one ``mmap`` slice), decoded by ``struct.iter_unpack``;
+    3. the seq_begin words of the run, again straight from the mapping.
+
+A record is accepted when its seq_end in pass 1 and its seq_begin in pass 3 both equal the
+sequence number its entry should hold. That is ``read_record``'s rule with the record copy in
+the middle: x86 keeps loads in program order, the writer stores seq_end last (so pass 1 seeing
+it means pass 2 sees the whole record) and zero-fills seq_begin first (so a later writer whose
+store pass 2 caught has changed seq_begin before pass 3 loads it). Comparing each pass with the
+expected run (``list == list``) is a C loop; only the entry where the run stops (not written
+yet, overwritten, or mid-write) goes through ``read_record``, and a run of overwritten entries
+is counted lost in one step. Every record still comes back in order or is counted lost.
+
+``skip`` is the same three passes without the decoding: it moves the cursor over records the
+caller has no time for, returning only those whose kind it asks for (found by a regex over
+the kind bytes of the copy), and counts the rest ``skipped``, or ``lost`` if the writer had
+already overwritten them. ``lost`` + ``skipped`` + records returned is every sequence number
+the cursor passed.
 """
 from __future__ import annotations
 
 import mmap
+import operator
 import os
 import time
+from itertools import compress, count
 
 from runtime import probefile as pf
 
@@ -25,6 +53,37 @@ from .model.probe import FdOrigin, ProbeRecord, ProbeSnapshot, ThreadSlot
 
 _REC_NAMES = {int(k): k.name.lower() for k in pf.Rec}
 _FIELD_INDEX = {"a": 7, "b": 8, "c": 9, "d": 10, "e": 11, "f": 12}
+
+# Entries read past the writer's ``records_written`` counter, which it refreshes once per loop
+# iteration: enough for the records of one iteration.
+LOOKAHEAD = 1024
+
+_WORDS = pf.RECORD_SIZE // 8            # 8-byte words per record: seq_begin is word 0
+_SEQ_END_WORD = pf.RECORD_SEQ_END // 8  # and seq_end the last
+_KIND_HALF = 4                          # the kind is the u16 at byte 8: half-word 4 of a record
+_HALVES = pf.RECORD_SIZE // 2
+assert pf.RECORD_FMT.startswith("<QH")
+
+
+def _first_mismatch(values: list, expected) -> int:
+    """Index of the first ``values[i] != expected[i]`` (len(values) if none), at C speed."""
+    return next(compress(count(), map(operator.ne, values, expected)), len(values))
+
+
+def _first_not_reused(ends: list, begins: list, expected: list) -> int:
+    """Index of the first entry that neither pass saw holding a later lap's record: the length
+    of the run of entries the writer has already reused."""
+    reused = map(operator.or_, map(operator.gt, ends, expected), map(operator.gt, begins, expected))
+    return next(compress(count(), map(operator.not_, reused)), len(ends))
+
+
+def kind_table(kinds) -> bytes:
+    """A ``bytes.translate`` table that maps each of ``kinds`` (record kinds, all < 256) to 1
+    and every other byte to 0: what ``skip`` is told to keep."""
+    table = bytearray(256)
+    for kind in kinds:
+        table[int(kind)] = 1
+    return bytes(table)
 
 
 class StaleProbeFile(CoroscopeError):
@@ -58,9 +117,15 @@ class ProbeReader:
         self.header = pf.parse_header(mm)
         self.layout = self.header.layout
         self.next_seq = 1
-        self.lost = 0
+        self.lost = 0                  # sequence numbers passed because they were overwritten
+        self.skipped = 0               # sequence numbers passed unread on purpose (``skip``)
         self.target_gone = False       # set by follow() when the process died without closing
         self._strings: dict[int, str] = {}
+        layout = self.layout
+        self._records_written_off = layout.counters_off + 8 * pf.COUNTER_INDEX["records_written"]
+        # The ring as 8-byte words, straight from the mapping: the seq passes read through it.
+        self._ring_words = memoryview(mm)[
+            layout.ring_off:layout.ring_off + layout.ring_records * pf.RECORD_SIZE].cast("Q")
 
     # ------------------------------------------------------------------------------ attaching
     @classmethod
@@ -84,7 +149,7 @@ class ProbeReader:
             mm.close()
             raise CoroscopeError(f"{path}: {exc}") from None
         if reader.header.pid != pid or is_stale(reader.header):
-            mm.close()
+            reader.close()
             why = "that process is gone" if not alive else f"pid {pid} is now another process"
             raise StaleProbeFile(f"{path} is stale: left by an earlier process ({why}); ignoring it")
         reader.seek(oldest=from_start)
@@ -107,6 +172,7 @@ class ProbeReader:
         return reader
 
     def close(self) -> None:
+        self._ring_words.release()        # the mapping cannot close while a view holds it
         try:
             self.mm.close()
         except (BufferError, ValueError):
@@ -121,12 +187,7 @@ class ProbeReader:
     # ---------------------------------------------------------------------------------- ring
     def newest_seq(self) -> int:
         """The highest sequence number in the ring now (0: no record yet). Scans every entry."""
-        seq_end, off, newest = pf.SEQ.unpack_from, self.layout.ring_off, 0
-        for i in range(self.layout.ring_records):
-            s = seq_end(self.mm, off + i * pf.RECORD_SIZE + pf.RECORD_SEQ_END)[0]
-            if s > newest:
-                newest = s
-        return newest
+        return max(self._ring_words[_SEQ_END_WORD::_WORDS].tolist())
 
     def seek(self, oldest: bool = True) -> None:
         newest = self.newest_seq()
@@ -135,25 +196,130 @@ class ProbeReader:
         else:
             self.next_seq = newest + 1
 
-    def poll_raw(self, limit: int = 1 << 20) -> list[tuple]:
-        """Every record available now, in order, as tuples (``pf.RECORD_FIELD_NAMES``); records
-        overwritten before we got to them are counted in ``self.lost``."""
-        out: list[tuple] = []
-        read, mm, layout = pf.read_record, self.mm, self.layout
+    def _run(self, first: int, n: int) -> tuple[list[int], bytes, list[int]]:
+        """The three passes over ``n`` entries from record ``first``'s (they must not wrap):
+        seq_end words, then a copy of the bytes, then seq_begin words. See the module's essay."""
+        w0 = ((first - 1) & (self.layout.ring_records - 1)) * _WORDS
+        w1 = w0 + n * _WORDS
+        words = self._ring_words
+        ends = words[w0 + _SEQ_END_WORD:w1:_WORDS].tolist()
+        off = self.layout.ring_off + w0 * 8
+        data = self.mm[off:off + n * pf.RECORD_SIZE]
+        begins = words[w0:w1:_WORDS].tolist()
+        return ends, data, begins
+
+    def _run_length(self, first: int, limit: int) -> int:
+        """How many entries from record ``first``'s on can be read in one run: up to ``limit``
+        and up to the ring's end."""
+        ring = self.layout.ring_records
+        return min(limit, ring - ((first - 1) & (ring - 1)))
+
+    def poll_runs(self, limit: int = 1 << 20) -> list[tuple[int, bytes]]:
+        """Every record available now (at most ``limit``), in order, as runs: (sequence number
+        of the run's first record, the run's bytes, ``RECORD_SIZE`` per record, every one
+        checked whole). Records overwritten before we got to them are counted in
+        ``self.lost``. The module's essay says how a run is read and checked."""
+        runs: list[tuple[int, bytes]] = []
+        taken = 0
         torn_retries = 0
-        while len(out) < limit:
-            status, rec = read(mm, layout, self.next_seq)
-            if status == pf.READ_OK:
-                out.append(rec)
-                self.next_seq += 1
+        size = pf.RECORD_SIZE
+        while taken < limit:
+            written = self.records_written()
+            self._jump_lapped(written)
+            first = self.next_seq
+            # Only as far as the writer has got (its counter, plus what it wrote since the
+            # counter's last refresh): copying stale entries ahead of the writer is waste.
+            ahead = max(0, written - first + 1) + LOOKAHEAD
+            n = self._run_length(first, min(limit - taken, ahead))
+            ends, data, begins = self._run(first, n)
+            expected = list(range(first, first + n))
+            if ends == expected and begins == expected:
+                gone, good = 0, n
+            else:
+                # Entries the writer has reused for a later lap (before or during our passes)
+                # come first in the run: their records are lost. Then the good ones.
+                gone = _first_not_reused(ends, begins, expected)
+                good = min(_first_mismatch(ends[gone:], expected[gone:]),
+                           _first_mismatch(begins[gone:], expected[gone:]))
+            if gone:
+                self.lost += gone
+            if good:
+                runs.append((first + gone, data if good == n else
+                             data[gone * size:(gone + good) * size]))
+                taken += good
+            if gone or good:
+                self.next_seq = first + gone + good
+                continue
+            # The run stops at its first entry: not written yet, or being written right now.
+            status, rec = pf.read_record(self.mm, self.layout, first)
+            if status == pf.READ_OK:          # finished between our passes
+                runs.append((first, pf.RECORD_STRUCT.pack(*rec)))
+                taken += 1
+                self.next_seq = first + 1
             elif status == pf.READ_LOST:
                 self.lost += 1
-                self.next_seq += 1
+                self.next_seq = first + 1
             elif status == pf.READ_TORN and torn_retries < 100:
                 torn_retries += 1             # the writer is storing it right now
             else:
                 break
+        return runs
+
+    def poll_raw(self, limit: int = 1 << 20) -> list[tuple]:
+        """Every record available now (at most ``limit``), in order, as tuples
+        (``pf.RECORD_FIELD_NAMES``); records overwritten before we got to them are counted in
+        ``self.lost``."""
+        out: list[tuple] = []
+        unpack = pf.RECORD_STRUCT.iter_unpack
+        for _first, data in self.poll_runs(limit):
+            out.extend(unpack(data))
         return out
+
+    def skip(self, upto: int, wanted: bytes | None = None) -> list[tuple[int, bytes, list[int]]]:
+        """Move the cursor to record ``upto`` without decoding what lies before it. Returns,
+        per run read, (sequence number of the run's first entry, the run's bytes, the indices
+        in it of the records whose kind ``wanted`` (a ``kind_table``) marks, each checked
+        whole): the caller decodes those it wants with ``RECORD_STRUCT.unpack_from(bytes,
+        index * RECORD_SIZE)``. The others count in ``self.skipped``, or in ``self.lost`` when
+        the writer had overwritten them (or was writing them) by the time we looked. ``upto``
+        must be at most the number of records written (the ``records_written`` counter is)."""
+        out: list[tuple[int, bytes, list[int]]] = []
+        self._jump_lapped(upto - 1)
+        while self.next_seq < upto:
+            first = self.next_seq
+            n = self._run_length(first, upto - first)
+            ends, data, begins = self._run(first, n)
+            expected = list(range(first, first + n))
+            if ends == expected and begins == expected:
+                valid = n
+            else:
+                valid = sum(map(operator.and_, map(operator.eq, ends, expected),
+                                map(operator.eq, begins, expected)))
+            marked: list[int] = []
+            if wanted is not None:
+                kinds = memoryview(data).cast("H")[_KIND_HALF::_HALVES].tobytes()[::2]
+                marked = list(compress(range(n), kinds.translate(wanted)))
+                if valid < n:         # only the ones both passes saw whole
+                    marked = [i for i in marked if ends[i] == begins[i] == first + i]
+                if marked:
+                    out.append((first, data, marked))
+            self.skipped += valid - len(marked)
+            self.lost += n - valid
+            self.next_seq = first + n
+        return out
+
+    def _jump_lapped(self, written: int) -> None:
+        """Count as lost, without reading them, the records a whole lap or more behind record
+        ``written``: their entries hold newer records (or will before we could read them)."""
+        oldest = written - self.layout.ring_records + 1
+        if oldest > self.next_seq:
+            self.lost += oldest - self.next_seq
+            self.next_seq = oldest
+
+    def records_written(self) -> int:
+        """The writer's ``records_written`` counter: every record up to it has been handed out
+        (it is refreshed once per loop iteration, so the writer may be a little further on)."""
+        return pf.SEQ.unpack_from(self.mm, self._records_written_off)[0]
 
     def poll(self, limit: int = 1 << 20) -> list[ProbeRecord]:
         return [self.decode(r) for r in self.poll_raw(limit)]
@@ -204,6 +370,10 @@ class ProbeReader:
             fields["name"] = f"Task-{fields['default_name_number']}"
         elif kind == pf.Rec.TASK_DONE:
             fields["outcome"] = pf.OUTCOMES[fields["outcome"]] if fields["outcome"] < 3 else "?"
+        elif kind == pf.Rec.LOOP_ITERATION:
+            # the ready events the record holds itself, as (fd, events) pairs
+            words = [fields.pop(name) for name in ("ready_1", "ready_2", "ready_3") if name in fields]
+            fields["ready"] = pf.inline_ready_events(*words) if len(words) == 3 else []
         elif kind == pf.Rec.STEP_BEGIN:
             wake = fields["wake"]
             fields["wake"] = pf.WAKES[wake] if 0 <= wake < len(pf.WAKES) else "unknown"

@@ -535,11 +535,15 @@ class ProbeWriter:
         self._inode = os.stat(path).st_ino
         self._lock = threading.Lock()
         self._seq_counter = itertools.count(1)       # next sequence number; atomic under the GIL
-        # (sequence number, offset of its ring entry) in one C call, so atomic under the GIL too;
-        # every record's number comes from here (the offsets stay in step with the numbers).
-        ring_end = layout.ring_off + layout.ring_records * RECORD_SIZE
-        self.next_slot = zip(self._seq_counter,
-                             itertools.cycle(range(layout.ring_off, ring_end, RECORD_SIZE))).__next__
+        # The ring offset of record seq is ring_offsets[seq & ring_mask]: one load, where the
+        # arithmetic would make four ints. Filled in place in a list allocated once at its size:
+        # built by growing (a list, cycle(), tuple(generator)) it would leave the freed smaller
+        # blocks in the heap, where the target's own large mallocs then find room they would
+        # not have found untraced (seen: asyncio's 256 KiB recv buffer stopped being mmap'd).
+        self.ring_mask = mask = layout.ring_records - 1
+        self.ring_offsets = offsets = [0] * layout.ring_records
+        for seq in range(layout.ring_records):
+            offsets[seq] = layout.ring_off + ((seq - 1) & mask) * RECORD_SIZE
         self.emit = self._make_emit()
         self._strings: dict[str, int] = {"": 0}
         self._strings_used = 4                       # entry 0 is the empty string
@@ -618,12 +622,13 @@ class ProbeWriter:
     def _make_emit(self):
         """``emit(kind, thread, aux, task, request, ns, a=0, ..., f=0)``: store one record.
         A closure over locals, because this is the one function every tracepoint calls."""
-        mm, pack, next_slot = self.mm, RECORD_WORDS_STRUCT.pack_into, self.next_slot
+        mm, pack, next_seq = self.mm, RECORD_WORDS_STRUCT.pack_into, self._seq_counter.__next__
+        offsets, mask = self.ring_offsets, self.ring_mask
 
         def emit(kind, thread, aux, task, request, ns, a=0, b=0, c=0, d=0, e=0, f=0):
-            seq, at = next_slot()
-            pack(mm, at, seq, kind | thread << 16 | aux << 32, ns, task, request, a, b, c, d, e,
-                 f, seq)
+            seq = next_seq()
+            pack(mm, offsets[seq & mask], seq, kind | thread << 16 | aux << 32, ns, task, request,
+                 a, b, c, d, e, f, seq)
         return emit
 
     @property

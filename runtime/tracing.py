@@ -485,13 +485,14 @@ def _fast_tracepoints(tracer: _On) -> dict:
     LOOP_ITERATION, version 3), stamped with the poll's end that the loop reads anyway; the
     ready handles run in the same call, their work inlined as the untraced loop has it, with
     one clock read per handle (the end of one callback is the start of the next); a record's
-    ring offset comes with its sequence number (``ProbeWriter.next_slot``), not from
-    arithmetic on it; and the hot records' head words stay under 2**30, which struct packs
+    ring offset is looked up (``ProbeWriter.ring_offsets``), not computed from
+    its sequence number; and the hot records' head words stay under 2**30, which struct packs
     fastest (``NO_THREAD``). ``io_ready`` and ``loop_iteration`` stay for diag.instrument
     (stock asyncio loops), ``run_handle`` for the runtime's debug mode.
     """
     w = tracer._w
-    mm, pack, next_slot = w.mm, pf.RECORD_WORDS_STRUCT.pack_into, w.next_slot
+    mm, pack, next_seq = w.mm, pf.RECORD_WORDS_STRUCT.pack_into, w._seq_counter.__next__
+    offsets, ring_mask = w.ring_offsets, w.ring_mask
     pack_a, pack_abcd = pf.RECORD_A_STRUCT.pack_into, pf.RECORD_ABCD_STRUCT.pack_into
     pack_task_ab = pf.RECORD_TASK_AB_STRUCT.pack_into
     counters, words, cur, slot_of_ident = w.counters, w.slot_words, tracer._cur, w._slot_of_ident
@@ -531,7 +532,8 @@ def _fast_tracepoints(tracer: _On) -> dict:
             # or within microseconds of it (a due timer's callback): its step begin says so.
             queued_by = poll_end_ns
             nevents = len(event_list)
-            seq, at = next_slot()
+            seq = next_seq()
+            at = offsets[seq & ring_mask]
             if nevents == 1:                      # the usual case at low concurrency
                 (key, mask), = event_list
                 pack_abcd(mm, at, seq, iter_head, poll_end_ns, poll_ns, 1, ntodo,
@@ -544,7 +546,8 @@ def _fast_tracepoints(tracer: _On) -> dict:
                 pack(mm, at, seq, iter_head, poll_end_ns, 0, 0, poll_ns, nevents, ntodo,
                      *inline, seq)
                 for key, mask in event_list[inline_max:]:
-                    seq, at = next_slot()
+                    seq = next_seq()
+                    at = offsets[seq & ring_mask]
                     # selectors' mask (1 read, 2 write) -> the record's (1 read, 4 write)
                     pack_a(mm, at, seq, io_head | ((mask & 1) | (mask & 2) << 1) << 32,
                            poll_end_ns, key[1], seq)
@@ -616,7 +619,8 @@ def _fast_tracepoints(tracer: _On) -> dict:
                 words[base + 2] = req
                 words[base + 3] = t
                 cur[slot] = task
-                seq, at = next_slot()
+                seq = next_seq()
+                at = offsets[seq & ring_mask]
                 # wake in b, not in the head word, and a duration, not a second timestamp: struct
                 # packs an int under 2**30 (one CPython digit) at a fraction of the cost of a
                 # larger one (measured: some 300 instructions a field), and the head's aux is
@@ -642,7 +646,8 @@ def _fast_tracepoints(tracer: _On) -> dict:
                 words[base + 1] = 0
                 words[base + 3] = 0
                 cur[slot] = 0
-                seq, at = next_slot()
+                seq = next_seq()
+                at = offsets[seq & ring_mask]
                 pack_task_ab(mm, at, seq, _STEP_END | head, t1, task, req, t1 - t, 0, seq)
                 counters[_STEPS] += 1
                 if t1 - t >= slow_ns:
@@ -667,12 +672,14 @@ def _fast_tracepoints(tracer: _On) -> dict:
         if not ns:
             ns = poll_stamp[0] = _monotonic_ns()
         nonlocal n_io_ready
-        seq, at = next_slot()
+        seq = next_seq()
+        at = offsets[seq & ring_mask]
         pack_a(mm, at, seq, io_head | events << 32, ns, fd, seq)
         n_io_ready += 1
 
     def timer_fire(handle):
-        seq, at = next_slot()
+        seq = next_seq()
+        at = offsets[seq & ring_mask]
         pack_a(mm, at, seq, fire_head, _monotonic_ns(), id(handle), seq)
         counters[_TIMERS_FIRED] += 1
 
@@ -681,7 +688,8 @@ def _fast_tracepoints(tracer: _On) -> dict:
         # its step timer reads ready_by (the runtime's iteration keeps its own, queued_by)
         nonlocal n_iterations
         poll_stamp[0] = 0
-        seq, at = next_slot()
+        seq = next_seq()
+        at = offsets[seq & ring_mask]
         now = ready_by[0] = _monotonic_ns()
         pack_abcd(mm, at, seq, iter_head, now, poll_ns, nevents, ncallbacks, 0, seq)
         n_iterations += 1

@@ -69,7 +69,7 @@ def test_task_records_have_the_right_fields(trace_all):
     assert returns.fields["coro"] == "returns"
     assert returns.fields["parent_task"] == main.task
     assert returns.request == request.request           # created inside the request
-    assert returns.fields["created_at"].endswith("trace_all.py:58")
+    assert returns.fields["created_at"].endswith("trace_all.py:59")
     assert "trace_all.py" in returns.fields["coro_defined_at"]
 
     done = {r.task: r.fields for r in records if r.kind == "task_done"}
@@ -106,13 +106,33 @@ def kinds_count(records, kind):
     return sum(1 for r in records if r.kind == kind)
 
 
+def ready_events(records) -> list[tuple[int, int, int]]:
+    """(ns, fd, events) of every ready event: those a loop iteration record carries itself and
+    the io_ready records that follow it when a poll returned more."""
+    events = []
+    for r in records:
+        if r.kind == "loop_iteration":
+            events += [(r.ns, fd, ev) for fd, ev in r.fields["ready"]]
+        elif r.kind == "io_ready":
+            events.append((r.ns, r.fields["fd"], r.fields["events"]))
+    return events
+
+
 def test_io_timer_fd_request_executor_records(trace_all):
     facts, records, snap, _ = trace_all
     server_fd = facts["server_fd"]
     assert any(r.kind == "io_register" and r.fields == {"events": 1, "fd": server_fd} for r in records)
-    assert any(r.kind == "io_ready" and r.fields == {"events": 1, "fd": server_fd} for r in records)
+    ready = ready_events(records)
+    assert any(fd == server_fd and ev == 1 for _, fd, ev in ready)
     assert any(r.kind == "io_unregister" and r.fields["fd"] == server_fd for r in records)
-    assert kinds_count(records, "io_ready") == snap.counters["io_ready"]
+    assert len(ready) == snap.counters["io_ready"]
+    # five fds ready in one poll: three inside its iteration record, two io_ready records after
+    # it, all stamped with the poll's end
+    burst = [r for r in records if r.kind == "loop_iteration" and r.fields["nevents"] == 5]
+    assert len(burst) == 1 and len(burst[0].fields["ready"]) == 3
+    after = [r for r in records if r.seq in (burst[0].seq + 1, burst[0].seq + 2)]
+    assert [r.kind for r in after] == ["io_ready", "io_ready"] and all(r.ns == burst[0].ns for r in after)
+    assert sorted([fd for fd, _ in burst[0].fields["ready"]] + [r.fields["fd"] for r in after]) == facts["burst_fds"]
 
     added = {r.fields["timer"]: r for r in records if r.kind == "timer_add"}
     fired = [r.fields["timer"] for r in records if r.kind == "timer_fire"]
@@ -126,7 +146,7 @@ def test_io_timer_fd_request_executor_records(trace_all):
     kinds = {r.fields["fd_kind"] for r in opened.values()}
     assert {"epoll", "eventfd", "socket", "pipe"} <= kinds
     server_open = [r for (fd, _), r in opened.items() if fd == server_fd and r.fields["fd_kind"] == "socket"]
-    assert server_open and "trace_all.py:53 in main" in server_open[0].fields["stack"]
+    assert server_open and "trace_all.py:54 in main" in server_open[0].fields["stack"]
     pipe_open = [r for (fd, _), r in opened.items() if fd == facts["pipe_fd"] and r.fields["fd_kind"] == "pipe"]
     assert pipe_open and all(closed[(facts["pipe_fd"], r.fields["generation"])].fields["fd_kind"] == "pipe"
                              for r in pipe_open)
@@ -312,9 +332,9 @@ def test_step_begin_says_how_the_step_was_queued(trace_all):
     # returns(): first step, then woken by its sleep's timer
     returns = next(t for t, c in created.items() if c.fields["coro"] == "returns" and c.fields["created_at"])
     assert [r.fields["wake"] for r in begins[returns]] == ["first", "woken"]
-    # main awaits asyncio.sleep(0) twice, and loop.create_server once more (asyncio skips an
-    # iteration there with sleep(0)): three self-wakes, the rest woken
-    assert sum(r.fields["wake"] == "self" for r in begins[main]) == 3
+    # main awaits asyncio.sleep(0) three times, and loop.create_server once more (asyncio skips
+    # an iteration there with sleep(0)): four self-wakes, the rest woken
+    assert sum(r.fields["wake"] == "self" for r in begins[main]) == 4
     ends = {r.task: [] for r in records if r.kind == "step_end"}
     for r in records:
         if r.kind == "step_end":

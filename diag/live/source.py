@@ -25,6 +25,8 @@ class EventReader(Protocol):
 
     def read(self) -> list: ...  # the events published since the last call (may be [])
     def close(self) -> None: ...
+    # Optional: ``read_into(state)`` folds what was published straight into a LiveState (the
+    # probe adapter's fast path); a reader without it is read through ``read``.
 
 
 class Source(Protocol):
@@ -86,11 +88,18 @@ class LiveSource:
         refreshes so a busy writer does not lap the reader (the ring holds a fraction of a
         second of a loaded target's records)."""
         if not self.ended:
+            self._read()
+
+    def _read(self, whole: bool = False) -> None:
+        read_into = getattr(self.reader, "read_into", None)
+        if read_into is not None:
+            read_into(self.state, whole)
+        else:
             self.state.apply_all(self.reader.read())
 
     def poll(self) -> LiveSnapshot:
         if not self.ended:
-            self.state.apply_all(self.reader.read())
+            self._read()
             try:
                 sample = fdsample.sample(self.pid)
                 self.state.add_fd_sample(sample, f"/proc/{self.pid}/fd")
@@ -103,7 +112,7 @@ class LiveSource:
                 sampler.update(self.state)
             if not process_alive(self.pid, self.start_ticks):
                 self.ended = True
-                self.state.apply_all(self.reader.read())   # whatever it wrote last
+                self._read(whole=True)                      # whatever it wrote last
                 self.state.target.alive = False
                 self.state.target.note = (f"target exited at {time.strftime('%H:%M:%S')}; "
                                           f"showing what was gathered")
@@ -158,13 +167,14 @@ class ReplaySource:
         pass
 
 
-def attach(pid: int, syscalls: bool = False) -> LiveSource:
-    """A live source on ``pid``; CoroscopeError (one line) when that cannot be."""
+def attach(pid: int, syscalls: bool = False, cpu_share: float | None = None) -> LiveSource:
+    """A live source on ``pid``; CoroscopeError (one line) when that cannot be. ``cpu_share``:
+    the decoding budget, a share of one core (default: the dashboard's, see probe_adapter)."""
     if pid <= 0:
         raise CoroscopeError(f"{pid} is not a process id")
     if not os.path.exists(f"/proc/{pid}"):
         raise CoroscopeError(f"no process with pid {pid}")
-    from .probe_adapter import open_reader   # the one place that knows the probe reader
-    reader = open_reader(pid)
+    from .probe_adapter import DASHBOARD_CPU_SHARE, open_reader   # knows the probe reader
+    reader = open_reader(pid, DASHBOARD_CPU_SHARE if cpu_share is None else cpu_share)
     from .samplers import default_samplers
     return LiveSource(pid, reader, default_samplers(pid, reader, syscalls=syscalls))

@@ -5,6 +5,11 @@ stream and may be lapped: every aggregate here is a running one (counts, sums, p
 buckets), never a list of all events. ``snapshot(now_ns)`` freezes it into the plain
 ``diag.model.live.LiveSnapshot`` that views draw, recordings store and lints check.
 
+When the reader skips records (its CPU budget) or loses them (the ring lapped it), the
+per-second rates of the seconds concerned come from the probe's live counters instead of
+the records (``counters_seen``, ``records_unread``); the probe adapter calls the plain-argument
+methods (``step_begin``, ``step_end``, ...) directly for the common records, without events.
+
 Bounded memory: per-second series keep ``SERIES_S`` seconds; finished tasks are kept (newest
 ``KEEP_DONE``) so that a short-lived task can still be seen; slow steps keep the newest
 ``KEEP_SLOW``. Nothing here imports a view or does I/O.
@@ -27,7 +32,7 @@ from . import events as ev
 
 SERIES_S = 120        # seconds of history in every per-second series
 WINDOW_S = 10         # seconds the "window" latency figures cover
-KEEP_DONE = 200       # finished tasks kept for display
+KEEP_DONE = 50        # finished tasks kept for display
 KEEP_SLOW = 50        # slow steps kept
 KEEP_FD_SAMPLES = 60  # fd-count samples kept per kind
 KEEP_NEVER_AWAITED = 50
@@ -52,6 +57,9 @@ class _Task:
     awaiting: str = ""
     await_chain: tuple[str, ...] = ()
     done_ns: int = 0             # != 0 once done
+    # records were lost (the ring lapped the reader) since this task's last record: it may
+    # have ended unseen. Shown as state "unknown" until a step of it is read again.
+    unsure: bool = False
     outcome: str = ""
     histogram: list[int] = field(default_factory=lambda: [0] * len(STEP_BUCKET_LABELS))
 
@@ -65,6 +73,28 @@ class _Second:
     poll_ns: int = 0
     callbacks: int = 0
     lags_ns: list[int] = field(default_factory=list)
+    # From the probe's live counters, sampled at each read (``counters_seen``): exact even when
+    # records were skipped. ``partial``: records of this second were skipped or lost, so the
+    # rates come from these and not from the records.
+    counted_requests: int = 0
+    counted_iterations: int = 0
+    partial: bool = False
+    # how many leading values of latencies_ns / lags_ns are known sorted: a snapshot sorts a
+    # second's samples in place once, not at every refresh for the whole series
+    latencies_sorted: int = 0
+    lags_sorted: int = 0
+
+    def latencies(self) -> list[int]:
+        if self.latencies_sorted != len(self.latencies_ns):
+            self.latencies_ns.sort()
+            self.latencies_sorted = len(self.latencies_ns)
+        return self.latencies_ns
+
+    def lags(self) -> list[int]:
+        if self.lags_sorted != len(self.lags_ns):
+            self.lags_ns.sort()
+            self.lags_sorted = len(self.lags_ns)
+        return self.lags_ns
 
 
 def same_kind(proc_kind: str, probe_kind: str) -> bool:
@@ -76,6 +106,11 @@ def same_kind(proc_kind: str, probe_kind: str) -> bool:
 
 def _bucket(duration_ns: int) -> int:
     return bisect.bisect_right(STEP_BUCKETS_US, duration_ns // 1000)
+
+
+def _requests_in(bucket: _Second) -> int:
+    """Requests ended in that second: counted by the target if records of it went unread."""
+    return bucket.counted_requests if bucket.partial else bucket.requests
 
 
 def _percentile(sorted_values: list[int], q: float) -> int:
@@ -95,6 +130,8 @@ class LiveState:
         self.requests_open: dict[int, int] = {}              # request id -> begin ns
         self.requests_total = 0
         self.seconds: OrderedDict[int, _Second] = OrderedDict()
+        self._now_second = -1                                # the newest bucket, for step_begin
+        self._now_bucket = _Second()
         self.loop_iterations = 0
         self.slow: deque[SlowStep] = deque(maxlen=KEEP_SLOW)
         self.never_awaited: deque[NeverAwaited] = deque(maxlen=KEEP_NEVER_AWAITED)
@@ -108,8 +145,15 @@ class LiveState:
         self.syscalls_note = "not available: no syscall counter attached"
         self.missing: dict[str, str] = {}
         self.records = 0
-        self.lost = 0
+        self.lost = 0                # records overwritten before they were read: nothing known
+        self.skipped = 0             # records passed unread on purpose (the reader's CPU budget)
         self.last_ts_ns = 0
+        self._counted: tuple[int, int] | None = None      # last (requests_done, loop_iterations)
+        self.counted_slow_steps: int | None = None        # slow steps the target counted since
+        self.slow_steps_seen = 0                          # we attached, and those we read
+        self._slow_at = 0
+        self._last_read_ns = 0                            # when records_unread was last told
+        self.tasks_forgotten = 0     # tasks dropped as likely ended unseen (counters_seen)
 
     # -- feeding ---------------------------------------------------------------------------
 
@@ -152,6 +196,8 @@ class LiveState:
             bucket = self.seconds[sec] = _Second()
             while len(self.seconds) > SERIES_S:
                 self.seconds.popitem(last=False)
+            if sec > self._now_second:
+                self._now_second, self._now_bucket = sec, bucket
         return bucket
 
     def _on_task_created(self, e: ev.TaskCreated) -> None:
@@ -164,10 +210,14 @@ class LiveState:
             task.name = e.name
 
     def _on_step_begin(self, e: ev.StepBegin) -> None:
-        task = self._task(e.task_id, e.ts_ns)
-        task.step_begin_ns = e.ts_ns
-        queued = e.queued_ns
-        wake = e.wake
+        self.step_begin(e.ts_ns, e.task_id, e.queued_ns, e.wake)
+
+    def step_begin(self, ts_ns: int, task_id: int, queued: int, wake: int) -> None:
+        """A step began (the event's fields as arguments: the probe adapter's hot path calls
+        this once per step without building an event)."""
+        task = self.tasks.get(task_id) or self._task(task_id, ts_ns)
+        task.step_begin_ns = ts_ns
+        task.unsure = False
         # The probe's queued time is an upper bound (the end of the previous loop iteration);
         # for these two kinds the exact moment is known here (runtime.probefile explains).
         if wake == WAKE_SELF:
@@ -178,25 +228,34 @@ class LiveState:
             task.wakes += 1
         elif wake == WAKE_FIRST and task.create_seen:
             queued = task.created_ns
-        if queued and queued <= e.ts_ns:
-            lag = e.ts_ns - queued
+        if queued and queued <= ts_ns:
+            lag = ts_ns - queued
             task.scheduled_ns += lag
-            self._second(e.ts_ns).lags_ns.append(lag)
+            bucket = (self._now_bucket if ts_ns // 1_000_000_000 == self._now_second
+                      else self._second(ts_ns))
+            bucket.lags_ns.append(lag)
 
     def _on_step_end(self, e: ev.StepEnd) -> None:
-        task = self._task(e.task_id, e.ts_ns)
+        self.step_end(e.ts_ns, e.task_id, e.awaiting, e.await_chain)
+
+    def step_end(self, ts_ns: int, task_id: int, awaiting: str = "",
+                 await_chain: tuple[str, ...] = ()) -> None:
+        task = self.tasks.get(task_id) or self._task(task_id, ts_ns)
         if task.step_begin_ns:
-            duration = max(0, e.ts_ns - task.step_begin_ns)
+            duration = ts_ns - task.step_begin_ns
+            if duration < 0:
+                duration = 0
             task.busy_ns += duration
             task.histogram[_bucket(duration)] += 1
         task.polls += 1
         task.step_begin_ns = 0
-        task.last_step_end_ns = e.ts_ns
-        task.awaiting = e.awaiting
-        task.await_chain = e.await_chain
-        if e.awaiting == "<yield>":
+        task.last_step_end_ns = ts_ns
+        task.unsure = False
+        task.awaiting = awaiting
+        task.await_chain = await_chain
+        if awaiting == "<yield>":
             task.self_wakes += 1
-        elif e.awaiting:
+        elif awaiting:
             task.wakes += 1
 
     def _on_task_done(self, e: ev.TaskDone) -> None:
@@ -212,28 +271,38 @@ class LiveState:
         return _Task(e.task_id, f"task-{e.task_id}", "", "", 0, e.ts_ns)
 
     def _on_slow_step(self, e: ev.SlowStepSeen) -> None:
+        self.slow_steps_seen += 1
         task = self.tasks.get(e.task_id) or self.done.get(e.task_id)
         name = task.name if task else f"task-{e.task_id}"
         self.slow.append(SlowStep(e.task_id, name, e.duration_ns, e.ts_ns, list(e.stack),
                                   task.coro if task else ""))
 
     def _on_request_begin(self, e: ev.RequestBegin) -> None:
-        self.requests_open[e.request_id] = e.ts_ns
+        self.request_begin(e.ts_ns, e.request_id)
+
+    def request_begin(self, ts_ns: int, request_id: int) -> None:
+        self.requests_open[request_id] = ts_ns
 
     def _on_request_end(self, e: ev.RequestEnd) -> None:
-        begin = self.requests_open.pop(e.request_id, None)
+        self.request_end(e.ts_ns, e.request_id)
+
+    def request_end(self, ts_ns: int, request_id: int) -> None:
+        begin = self.requests_open.pop(request_id, None)
         self.requests_total += 1
-        bucket = self._second(e.ts_ns)
+        bucket = self._second(ts_ns)
         bucket.requests += 1
         if begin is not None:
-            bucket.latencies_ns.append(max(0, e.ts_ns - begin))
+            bucket.latencies_ns.append(max(0, ts_ns - begin))
 
     def _on_loop_iteration(self, e: ev.LoopIteration) -> None:
+        self.loop_iteration(e.ts_ns, e.poll_ns, e.ncallbacks)
+
+    def loop_iteration(self, ts_ns: int, poll_ns: int, ncallbacks: int) -> None:
         self.loop_iterations += 1
-        bucket = self._second(e.ts_ns)
+        bucket = self._second(ts_ns)
         bucket.iterations += 1
-        bucket.poll_ns += e.poll_ns
-        bucket.callbacks += e.ncallbacks
+        bucket.poll_ns += poll_ns
+        bucket.callbacks += ncallbacks
 
     def _on_timer_late(self, e: ev.TimerLate) -> None:
         self._second(e.ts_ns).lags_ns.append(max(0, e.late_ns))
@@ -250,6 +319,67 @@ class LiveState:
     def _on_lost(self, e: ev.RecordsLost) -> None:
         self.records -= 1        # a loss notice is not a record
         self.lost += e.count
+
+    # -- the probe adapter's bulk path -------------------------------------------------------
+
+    def handle(self, event: ev.Event) -> None:
+        """Apply one event without counting it as a record (``records_read`` counts them)."""
+        handler = _HANDLERS.get(type(event))
+        if handler is not None:
+            handler(self, event)
+
+    def records_read(self, n: int, last_ts_ns: int) -> None:
+        self.records += n
+        if last_ts_ns > self.last_ts_ns:
+            self.last_ts_ns = last_ts_ns
+
+    def records_unread(self, ts_ns: int, lost: int, skipped: int) -> None:
+        """A read at ``ts_ns`` passed ``lost`` records the writer had overwritten and
+        ``skipped`` it had no time for: the seconds since the previous read take their rates
+        from the counters (``counters_seen``)."""
+        self.lost += lost
+        self.skipped += skipped
+        last, self._last_read_ns = self._last_read_ns, ts_ns
+        if lost:
+            for task in self.tasks.values():
+                task.unsure = True
+        if lost or skipped:
+            now = ts_ns // 1_000_000_000
+            since = max(now - SERIES_S + 1, (last or ts_ns) // 1_000_000_000)
+            for sec in range(since, now + 1):
+                self._second(sec * 1_000_000_000).partial = True
+
+    def counters_seen(self, ts_ns: int, requests_done: int, loop_iterations: int,
+                      slow_steps: int, tasks_alive: int | None = None) -> None:
+        """The probe's live counters read at ``ts_ns``; the growth since the last reading is
+        this second's, whatever the records say (they may have been skipped). ``tasks_alive``
+        bounds the tasks kept as alive: past it, tasks that may have ended unseen are dropped,
+        the most recently active first (the short-lived ones, whose done records are the
+        likeliest to have been lost; a long-lived idle task is kept)."""
+        if self._counted is not None:
+            bucket = self._second(ts_ns)
+            bucket.counted_requests += requests_done - self._counted[0]
+            bucket.counted_iterations += loop_iterations - self._counted[1]
+            self.counted_slow_steps = (self.counted_slow_steps or 0) + slow_steps - self._slow_at
+        self._counted = (requests_done, loop_iterations)
+        self._slow_at = slow_steps
+        if tasks_alive is not None and len(self.tasks) > tasks_alive:
+            unsure = sorted((t for t in self.tasks.values() if t.unsure),
+                            key=lambda t: max(t.created_ns, t.last_step_end_ns), reverse=True)
+            for task in unsure[:len(self.tasks) - max(tasks_alive, 0)]:
+                del self.tasks[task.id]
+                self.tasks_forgotten += 1
+
+    def running_now(self, running: dict[int, int]) -> None:
+        """task id -> when its step began, from the thread slots: after skipping records, the
+        tasks shown running are the ones running now (a skipped step end must not leave a task
+        "running" forever, and a skipped step begin must not hide one that is)."""
+        for task in self.tasks.values():
+            began = running.get(task.id, 0)
+            if task.step_begin_ns != began:
+                task.step_begin_ns = began
+            if began:
+                task.unsure = False
 
     # -- other producers -------------------------------------------------------------------
 
@@ -304,8 +434,22 @@ class LiveState:
             never_awaited=list(self.never_awaited),
             records=self.records,
             lost_records=self.lost,
-            missing=[f"{what}: {why}" for what, why in self.missing.items()],
+            skipped_records=self.skipped,
+            missing=[f"{what}: {why}" for what, why in self.missing.items()] + self._unread_note(),
         )
+
+    def _unread_note(self) -> list[str]:
+        """What records the reader never saw mean for the warnings (skipped ones were still
+        scanned for the records that carry warnings; lost ones were not)."""
+        if not self.lost:
+            return []
+        note = (f"warnings: {self.lost} records were overwritten before they were read, so a slow "
+                "step, never-awaited coroutine, fd open or close, or task create or done among "
+                "them is not shown")
+        if self.counted_slow_steps is not None and self.counted_slow_steps > self.slow_steps_seen:
+            note += (f" (the target counted {self.counted_slow_steps} slow steps since we "
+                     f"attached; {self.slow_steps_seen} were read)")
+        return [note]
 
     def _row(self, t: _Task, now: int) -> TaskRow:
         end = t.done_ns or now
@@ -315,6 +459,8 @@ class LiveState:
             state = "done"
         elif t.step_begin_ns:
             state = "running"
+        elif t.unsure:
+            state = "unknown"
         elif t.awaiting == "<yield>" or t.polls == 0:
             state = "scheduled"
         else:
@@ -343,8 +489,8 @@ class LiveState:
         window: list[int] = []
         for sec in span:
             bucket = self.seconds.get(sec)
-            lat = sorted(bucket.latencies_ns) if bucket else []
-            rate.append(float(bucket.requests) if bucket else 0.0)
+            lat = bucket.latencies() if bucket else []
+            rate.append(float(_requests_in(bucket)) if bucket else 0.0)
             p50.append(_percentile(lat, 0.50) / 1e6)
             p99.append(_percentile(lat, 0.99) / 1e6)
             mx.append((lat[-1] if lat else 0) / 1e6)
@@ -367,10 +513,10 @@ class LiveState:
         its, poll, ready, lag = [], [], [], []
         for sec in span:
             b = self.seconds.get(sec) or _Second()
-            its.append(float(b.iterations))
+            its.append(float(b.counted_iterations if b.partial else b.iterations))
             poll.append(b.poll_ns / 1e6)
             ready.append(b.callbacks / b.iterations if b.iterations else 0.0)
-            lag.append(_percentile(sorted(b.lags_ns), 0.99) / 1e6)
+            lag.append(_percentile(b.lags(), 0.99) / 1e6)
         start = span.start if span else 0
         return LoopStats(Series(start, its), Series(start, poll), Series(start, ready),
                          Series(start, lag), self.loop_iterations)

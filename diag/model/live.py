@@ -32,7 +32,8 @@ class TaskRow:
     coro: str                    # qualname of the coroutine, "" when unknown
     location: str                # "file:line" where the task was created, "" when unknown
     parent_id: int               # 0: no parent task (created from a callback or at top level)
-    state: str                   # "running" | "scheduled" | "idle" | "done"
+    state: str                   # "running" | "scheduled" | "idle" | "done" | "unknown" (records
+                                 # were lost since its last step: it may have ended unseen)
     polls: int                   # steps taken so far
     busy_ns: int                 # sum of step durations (includes the running step so far)
     scheduled_ns: int            # sum of delays between being queued and being stepped
@@ -158,6 +159,9 @@ class LiveSnapshot:
     never_awaited: list[NeverAwaited] = field(default_factory=list)
     records: int = 0             # records consumed since attaching
     lost_records: int = 0        # records the writer overwrote before we read them
+    # records passed unread to bound the dashboard's CPU (scanned for the kinds that carry
+    # warnings, which are applied; rates then come from the probe's counters)
+    skipped_records: int = 0
     missing: list[str] = field(default_factory=list)   # "what: why", shown as a panel
 
 

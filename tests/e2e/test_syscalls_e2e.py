@@ -156,10 +156,14 @@ def test_compare_loops_on_echo_names_asyncio_allocation_churn(tmp_path):
     out = tmp_path / "cmp.json"
     # Whether asyncio's recv(262144) maps and unmaps memory depends on the allocator's history:
     # glibc raises its mmap threshold when a large block is freed (importing a big module is
-    # enough) and serves the read from heap slack when it can. Pinning the threshold at glibc's
-    # default (which also stops the dynamic raise) gives every process the fresh-process
-    # behaviour, so the churn, and the hint that names it, show up on every run.
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
+    # enough), and it serves the read from a free chunk of the heap big enough for it if there
+    # is one (which of the interpreter's start-up allocations leave such a chunk depends even
+    # on the length of the paths it imports from). Pinning the threshold at glibc's default
+    # stops the raise; PYTHONMALLOC=malloc sends every small object to glibc's heap too, where
+    # they carve up the free chunks. Together they give the fresh-process behaviour, so the
+    # churn, and the hint that names it, show up on every run (seen: 8 of 8 runs across paths
+    # and connection counts, where the threshold alone gave it in some checkouts and not others).
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072", PYTHONMALLOC="malloc")
     r = _syscalls("--compare", "asyncio,runtime", "--json", str(out), "--", PY, "examples/syscall_echo.py",
                   "--seconds", "0.7", "--connections", "4", "--start-delay", "0.1", timeout=120, env=env)
     assert r.returncode == 0, r.stderr
