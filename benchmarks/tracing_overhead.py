@@ -258,7 +258,7 @@ def _cpu_seconds(pid: int) -> float:
 
 def run(quick: bool = False) -> dict:
     # 1. CPU per request, in one process, min of many trials: the verdict (least noisy).
-    rounds, requests, trials = (1, 1000, 5) if quick else (3, 3000, 15)
+    rounds, requests, trials = (1, 1000, 5) if quick else (5, 3000, 15)
     cpu_runs = {(b, c): [] for c in (1, 50) for b in BUILDS}
     for _ in range(rounds):
         for conns in (1, 50):

@@ -557,7 +557,16 @@ def _fast_tracepoints(tracer: _On) -> dict:
         if report_error is None:
             return
         popleft = ready.popleft
-        t = _monotonic_ns()           # the end of the previous callback, the start of the next
+        # t: when the next callback starts, the end of the one before. Before the first, t is
+        # the poll's end (exact False): a plain callback is then charged the loop's event and
+        # timer bookkeeping and this record too, microseconds against the 100 ms slow
+        # threshold, for one clock read less an iteration; a task step reads the clock itself,
+        # as its record reports when it began and how long it ran.
+        t = poll_end_ns
+        exact = False
+        if not t:
+            t = _monotonic_ns()
+            exact = True
         for _ in range(ntodo):
             handle = popleft()
             if handle._cancelled:
@@ -603,6 +612,7 @@ def _fast_tracepoints(tracer: _On) -> dict:
                 if t1 - t >= slow_ns:
                     slow_callback(slot_of_ident.get(_get_ident(), _NO_THREAD), 0, t1 - t, cb)
                 t = t1
+                exact = True
                 continue
             base = slot * _SLOT_WORDS
             if is_task:
@@ -615,6 +625,8 @@ def _fast_tracepoints(tracer: _On) -> dict:
                         wake = _WAKE_FIRST
                     task = task_id(owner, slot)
                 head = slot << 16
+                if not exact:
+                    t = _monotonic_ns()
                 words[base + 1] = task
                 words[base + 2] = req
                 words[base + 3] = t
@@ -658,6 +670,7 @@ def _fast_tracepoints(tracer: _On) -> dict:
                 callbacks_end = t1
                 raise fatal
             t = t1
+            exact = True
         callbacks_end = t
 
     single: collections.deque = collections.deque()
