@@ -450,8 +450,6 @@ class Loop(unix_events._UnixSelectorEventLoop):
             poll_end = _monotonic_ns()
         if event_list:
             self._process_events(event_list)
-        if not tracing:
-            event_list = None  # break cycles when an exception occurs
 
         if scheduled:
             end_time = self.time() + self._clock_resolution
@@ -468,14 +466,14 @@ class Loop(unix_events._UnixSelectorEventLoop):
         # The only place callbacks are called. Popping a counted number is thread-safe
         # without a lock (other threads only append).
         ntodo = len(ready)
+        if tracing:
+            # The iteration's record; then, but in debug mode, the tracer runs the handles.
+            TRACE.iteration(event_list, poll_end, ready, ntodo,
+                            None if self._debug else _report_callback_error)
+        event_list = None  # break cycles when an exception occurs
         if self._debug:
-            if tracing:
-                TRACE.iteration(event_list, poll_end, ready, ntodo, None)
-            event_list = None  # break cycles when an exception occurs
             self._run_ready_debug(ntodo, tracing)
-        elif tracing:
-            TRACE.iteration(event_list, poll_end, ready, ntodo, _report_callback_error)
-        else:
+        elif not tracing:
             # Handle._run() inlined for the loop's own handle classes (a Python frame per
             # callback is a measurable share of a short callback); any other class, say a
             # subclass with its own _run, is run through it.

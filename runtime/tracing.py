@@ -260,8 +260,9 @@ class _On(_Off):
     # State set by enable(): _w (ProbeWriter), _emit (its emit), _words (its slot_words),
     # _counters (its live counters), _ids {id(task): task id, negative until the first step},
     # _cur [current task id per slot], _slow_ns, _next_task, _exec_t0 {id(future): submit ns},
-    # _request_var (runtime.requests.REQUEST_ID), _ready_by [ns at the end of the last loop
-    # iteration: a step run now was queued by then], _check_name {id(task) of tasks registered
+    # _request_var (runtime.requests.REQUEST_ID), _ready_by [diag.instrument's loops: ns at
+    # the end of the last loop iteration, a step run now was queued by then; the runtime's
+    # iteration keeps its own, queued_by], _check_name {id(task) of tasks registered
     # with a default name and not stepped yet}, _unawaited_backlog (see coro_never_awaited).
     # _ids holds -id until a task's first step (so that step is known as the first: WAKE_FIRST).
 
