@@ -32,10 +32,24 @@ class State:
         self.idle = 0
         self.all_idle: asyncio.Future | None = None
 
+    def replied(self) -> bool:
+        """A reply came back: count it; go on while running, else go idle."""
+        self.completed += 1
+        if self.running:
+            return True
+        self.idle += 1
+        if self.idle == self.conns:
+            self.all_idle.set_result(None)
+        return False
+
 
 class Pinger(asyncio.Protocol):
-    def __init__(self, state: State):
-        self.state = state
+    """One MESSAGE in flight on one connection: ``send()`` it; when all of it has come back,
+    call ``replied()`` and send again while that returns True. The echo benchmarks' loads
+    differ only in what ``replied`` counts and when it stops."""
+
+    def __init__(self, replied):
+        self.replied = replied
         self.pending = 0
 
     def connection_made(self, transport):
@@ -47,16 +61,8 @@ class Pinger(asyncio.Protocol):
 
     def data_received(self, data):
         self.pending -= len(data)
-        if self.pending > 0:
-            return
-        state = self.state
-        state.completed += 1
-        if state.running:
+        if self.pending <= 0 and self.replied():
             self.send()
-        else:
-            state.idle += 1
-            if state.idle == state.conns:
-                state.all_idle.set_result(None)
 
 
 async def run_phase(state: State, pingers: list[Pinger], seconds: float) -> float:
@@ -77,7 +83,7 @@ async def load(port: int, conns: int, warmup: float, seconds: float, synchronize
     state = State(conns)
     pingers = []
     for _ in range(conns):
-        _transport, pinger = await loop.create_connection(lambda: Pinger(state), "127.0.0.1", port)
+        _transport, pinger = await loop.create_connection(lambda: Pinger(state.replied), "127.0.0.1", port)
         pingers.append(pinger)
     await run_phase(state, pingers, warmup)
     if synchronized:

@@ -348,31 +348,23 @@ def measure(variant: Variant, setup: Setup, loop: str, warmup: float, seconds: f
 
 # --------------------------------------------------------------- paired windows (--paired)
 def _counting_client(port: int, conns: int, counter, cpu: int | None) -> None:
-    """The load for paired windows (a forked child): one 64-byte message in flight per
-    connection, as benchmarks.echo_client, each reply added to ``counter`` (shared memory), so
-    the parent reads requests done at any moment without a word to the client."""
+    """The load for paired windows (a forked child): benchmarks.echo_client's Pinger, each
+    reply added to ``counter`` (shared memory), so the parent reads requests done at any
+    moment without a word to the client."""
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
     import uvloop
 
-    from benchmarks.echo_client import MESSAGE
+    from benchmarks.echo_client import Pinger
 
-    class Pinger(asyncio.Protocol):
-        def connection_made(self, transport):
-            self.transport, self.pending = transport, len(MESSAGE)
-            transport.write(MESSAGE)
-
-        def data_received(self, data):
-            self.pending -= len(data)
-            if self.pending <= 0:
-                counter.value += 1
-                self.pending = len(MESSAGE)
-                self.transport.write(MESSAGE)
+    def replied() -> bool:
+        counter.value += 1
+        return True
 
     async def load():
         loop = asyncio.get_running_loop()
         for _ in range(conns):
-            await loop.create_connection(Pinger, "127.0.0.1", port)
+            (await loop.create_connection(lambda: Pinger(replied), "127.0.0.1", port))[1].send()
         await asyncio.Event().wait()
     uvloop.run(load())
 

@@ -36,6 +36,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from benchmarks.echo_client import Pinger
 from benchmarks.procs import kill_if_running, stop_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,9 +113,6 @@ def serve(build: str) -> None:
 
 
 # ---------------------------------------------------------------------------- the load
-MESSAGE = b"x" * 64
-
-
 async def _load(port: int, conns: int, warmup: float, seconds: float) -> tuple[int, float]:
     """One 64-byte message in flight per connection; requests completed in the window."""
     import asyncio
@@ -122,22 +120,12 @@ async def _load(port: int, conns: int, warmup: float, seconds: float) -> tuple[i
     loop = asyncio.get_running_loop()
     state = {"counting": False, "done": 0, "stop": False}
 
-    class Pinger(asyncio.Protocol):
-        def connection_made(self, transport):
-            self.transport, self.pending = transport, 0
+    def replied() -> bool:
+        state["done"] += state["counting"]
+        return not state["stop"]
 
-        def send(self):
-            self.pending = len(MESSAGE)
-            self.transport.write(MESSAGE)
-
-        def data_received(self, data):
-            self.pending -= len(data)
-            if self.pending <= 0:
-                state["done"] += state["counting"]
-                if not state["stop"]:
-                    self.send()
-
-    pingers = [(await loop.create_connection(Pinger, "127.0.0.1", port))[1] for _ in range(conns)]
+    pingers = [(await loop.create_connection(lambda: Pinger(replied), "127.0.0.1", port))[1]
+               for _ in range(conns)]
     for p in pingers:
         p.send()
     await asyncio.sleep(warmup)
@@ -175,24 +163,14 @@ def inproc(build: str, conns: int, requests: int, trials: int) -> None:
         port = server.sockets[0].getsockname()[1]
         state = {"left": 0, "done": None}
 
-        class Pinger(asyncio.Protocol):
-            def connection_made(self, transport):
-                self.transport, self.pending = transport, 0
+        def replied() -> bool:           # a trial ends when its last request is answered
+            state["left"] -= 1
+            if state["left"] == 0:
+                state["done"].set_result(None)
+            return state["left"] >= conns
 
-            def send(self):
-                self.pending = len(MESSAGE)
-                self.transport.write(MESSAGE)
-
-            def data_received(self, data):
-                self.pending -= len(data)
-                if self.pending <= 0:
-                    state["left"] -= 1
-                    if state["left"] >= conns:
-                        self.send()
-                    elif state["left"] == 0:
-                        state["done"].set_result(None)
-
-        pingers = [(await loop.create_connection(Pinger, "127.0.0.1", port))[1] for _ in range(conns)]
+        pingers = [(await loop.create_connection(lambda: Pinger(replied), "127.0.0.1", port))[1]
+                   for _ in range(conns)]
         results = []
         for trial in range(trials + 1):                 # the first one warms up
             state["left"], state["done"] = requests, loop.create_future()
