@@ -16,6 +16,7 @@ CPU_SECONDS close to the window's length would mean the client, not the server, 
 from __future__ import annotations
 
 import asyncio
+import collections
 import sys
 import time
 
@@ -63,6 +64,55 @@ class Pinger(asyncio.Protocol):
         self.pending -= len(data)
         if self.pending <= 0 and self.replied():
             self.send()
+
+
+class Pacer:
+    """An offered load: requests at a fixed ``rate`` whatever the replies' latency, each
+    counted with ``on_reply()`` when its reply is whole.
+
+    A saturating ping-pong load needs as much CPU as the server it loads (both sides pay for
+    the same syscalls and the same loopback TCP), so on a small machine it leaves no room on
+    its core for anything else. At a fixed rate below the server's capacity it has room, and
+    the server's busy time per request can be compared with and without a neighbour.
+
+    Each connection carries at most one request. Tokens accrue at ``rate`` a second, and every
+    millisecond each token sends a request on an idle connection. Tokens are capped at 10 ms
+    worth, so a client delayed by a neighbour catches up in a burst no larger than that; a
+    server slower than the rate runs out of idle connections, and fewer requests are served
+    than offered (which the caller sees in its counts).
+    """
+
+    def __init__(self, rate: float, on_reply):
+        self.rate = rate
+        self.on_reply = on_reply
+        self.idle: collections.deque[Pinger] = collections.deque()  # connections with no request in flight
+
+    async def connect(self, port: int, conns: int) -> None:
+        """``conns`` connections to the echo server on ``port``, idle until :meth:`run`."""
+        loop = asyncio.get_running_loop()
+        for _ in range(conns):
+            _transport, pinger = await loop.create_connection(self._pinger, "127.0.0.1", port)
+            self.idle.append(pinger)
+
+    def _pinger(self) -> Pinger:
+        pinger = Pinger(lambda: self._replied(pinger))
+        return pinger
+
+    def _replied(self, pinger: Pinger) -> bool:
+        self.on_reply()
+        self.idle.append(pinger)
+        return False
+
+    async def run(self) -> None:
+        burst = self.rate * 0.01
+        tokens, last = 0.0, time.monotonic()
+        while True:
+            await asyncio.sleep(0.001)
+            now = time.monotonic()
+            tokens, last = min(tokens + self.rate * (now - last), burst), now
+            while tokens >= 1 and self.idle:
+                self.idle.popleft().send()
+                tokens -= 1
 
 
 async def run_phase(state: State, pingers: list[Pinger], seconds: float) -> float:
