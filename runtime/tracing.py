@@ -765,13 +765,20 @@ def disable() -> None:
         TRACE.on = False                       # first: no tracepoint starts from here on
         if TRACE._unawaited_backlog:
             TRACE._flush_unawaited()
-        TRACE.__class__ = _Off
+        w = _back_to_off()
         _hook_unawaited(False)
-        w = TRACE.__dict__.pop("_w")
-        for key in list(TRACE.__dict__):
-            if key != "on":
-                del TRACE.__dict__[key]
         w.close()
+
+
+def _back_to_off():
+    """TRACE's class back to _Off and its instance state dropped, ``on`` (already False) kept:
+    the loop reads it as an instance attribute. Returns the probe writer it held."""
+    TRACE.__class__ = _Off
+    w = TRACE.__dict__.pop("_w")
+    for key in list(TRACE.__dict__):
+        if key != "on":
+            del TRACE.__dict__[key]
+    return w
 
 
 _saved_origin_depth: int | None = None
@@ -836,11 +843,7 @@ def _after_fork_in_child() -> None:
     loop_kind = pf.parse_header(w.mm).loop_kind
     slow_ms = TRACE._slow_ns / 1e6
     TRACE.on = False
-    TRACE.__class__ = _Off
-    for key in list(TRACE.__dict__):
-        if key != "on":
-            del TRACE.__dict__[key]
-    w.detach()
+    _back_to_off().detach()
     enable(slow_step_ms=slow_ms, loop_kind=loop_kind)
 
 

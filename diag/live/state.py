@@ -113,6 +113,11 @@ def _requests_in(bucket: _Second) -> int:
     return bucket.counted_requests if bucket.partial else bucket.requests
 
 
+def _iterations_in(bucket: _Second) -> int:
+    """Loop iterations in that second: counted by the target if records of it went unread."""
+    return bucket.counted_iterations if bucket.partial else bucket.iterations
+
+
 def _percentile(sorted_values: list[int], q: float) -> int:
     """Nearest-rank percentile: the smallest value with at least q of the values at or below."""
     if not sorted_values:
@@ -513,7 +518,7 @@ class LiveState:
         its, poll, ready, lag = [], [], [], []
         for sec in span:
             b = self.seconds.get(sec) or _Second()
-            its.append(float(b.counted_iterations if b.partial else b.iterations))
+            its.append(float(_iterations_in(b)))
             poll.append(b.poll_ns / 1e6)
             ready.append(b.callbacks / b.iterations if b.iterations else 0.0)
             lag.append(_percentile(b.lags(), 0.99) / 1e6)
