@@ -49,6 +49,8 @@ import threading
 import time
 from pathlib import Path
 
+from benchmarks.procs import pinned_to, two_cores
+
 ROOT = Path(__file__).resolve().parent.parent
 PAIRS = 8
 
@@ -96,21 +98,14 @@ async def _workload(seconds: float) -> None:
 
 
 # ------------------------------------------------------------------------------ the runs
-def _cpus() -> tuple[int, int] | None:
-    """Two cores to pin on (target, observer), or None when this machine offers fewer."""
-    cpus = sorted(os.sched_getaffinity(0))
-    return (cpus[0], cpus[1]) if len(cpus) >= 2 else None
-
-
 def _start_target(seconds: float, cpu: int | None = None) -> subprocess.Popen:
     env = dict(os.environ, COROSCOPE_TRACE="1", COROSCOPE_LOOP="runtime",
                PYTHONPATH=os.pathsep.join([str(ROOT / "diag" / "bootstrap"), str(ROOT)]))
     # pinned before it starts, so every thread it makes inherits the one core
-    pin = None if cpu is None else (lambda: os.sched_setaffinity(0, {cpu}))
     proc = subprocess.Popen([sys.executable, "-m", "benchmarks.dashboard_overhead", "--workload",
                              str(seconds)], cwd=ROOT, env=env, stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True, start_new_session=True,
-                            preexec_fn=pin)
+                            preexec_fn=pinned_to(cpu))
     assert proc.stdout.readline().strip() == "ready"
     return proc
 
@@ -200,8 +195,8 @@ WAYS = {
     "alone": (run_alone, "alone"),
     "reader": (run_reader, "alone"),
     "dashboard": (run_dashboard, "alone"),
-    "alone pinned": (lambda s: run_alone(s, _cpus()), "alone pinned"),
-    "dashboard pinned": (lambda s: run_dashboard(s, _cpus()), "alone pinned"),
+    "alone pinned": (lambda s: run_alone(s, two_cores()), "alone pinned"),
+    "dashboard pinned": (lambda s: run_dashboard(s, two_cores()), "alone pinned"),
 }
 
 
@@ -220,12 +215,12 @@ def _verdict(ratio: float, noise: float, higher_is_worse: bool = False) -> str:
 def run(quick: bool = False, rounds: int | None = None) -> dict:
     seconds = 2.0 if quick else 5.0
     rounds = rounds or (2 if quick else 3)
-    ways = {w: v for w, v in WAYS.items() if _cpus() or "pinned" not in w}
+    ways = {w: v for w, v in WAYS.items() if two_cores() or "pinned" not in w}
     runs: dict[str, list[dict]] = {way: [] for way in ways}
     for _ in range(rounds):
         for way, (fn, _base) in ways.items():
             runs[way].append(fn(seconds))
-    out = {"seconds": seconds, "rounds": rounds, "pairs": PAIRS, "cpus": _cpus(), "ways": {}}
+    out = {"seconds": seconds, "rounds": rounds, "pairs": PAIRS, "cpus": two_cores(), "ways": {}}
     for way, results in runs.items():
         base = runs[ways[way][1]]
         base_rps = statistics.median(r["rps"] for r in base)

@@ -66,6 +66,12 @@ class Pinger(asyncio.Protocol):
             self.send()
 
 
+async def connect(port: int, conns: int, protocol_factory) -> list[Pinger]:
+    """``conns`` connections to the echo server on 127.0.0.1:``port``; their protocols."""
+    loop = asyncio.get_running_loop()
+    return [(await loop.create_connection(protocol_factory, "127.0.0.1", port))[1] for _ in range(conns)]
+
+
 class Pacer:
     """An offered load: requests at a fixed ``rate`` whatever the replies' latency, each
     counted with ``on_reply()`` when its reply is whole.
@@ -89,10 +95,7 @@ class Pacer:
 
     async def connect(self, port: int, conns: int) -> None:
         """``conns`` connections to the echo server on ``port``, idle until :meth:`run`."""
-        loop = asyncio.get_running_loop()
-        for _ in range(conns):
-            _transport, pinger = await loop.create_connection(self._pinger, "127.0.0.1", port)
-            self.idle.append(pinger)
+        self.idle.extend(await connect(port, conns, self._pinger))
 
     def _pinger(self) -> Pinger:
         pinger = Pinger(lambda: self._replied(pinger))
@@ -131,10 +134,7 @@ async def run_phase(state: State, pingers: list[Pinger], seconds: float) -> floa
 async def load(port: int, conns: int, warmup: float, seconds: float, synchronized: bool) -> None:
     loop = asyncio.get_running_loop()
     state = State(conns)
-    pingers = []
-    for _ in range(conns):
-        _transport, pinger = await loop.create_connection(lambda: Pinger(state.replied), "127.0.0.1", port)
-        pingers.append(pinger)
+    pingers = await connect(port, conns, lambda: Pinger(state.replied))
     await run_phase(state, pingers, warmup)
     if synchronized:
         print("ready", flush=True)

@@ -103,7 +103,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.procs import kill_if_running, stop_server
+from benchmarks.procs import kill_if_running, pinned_to, stop_server, two_cores
 from diag.flame.pyspy import record_command
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -153,20 +153,6 @@ SETUPS = [
     # why py-spy costs the pinned target anything: the same, without the mmap churn
     Setup("pinned+heap", True, (PYSPY,), HEAP_RECV),
 ]
-
-
-def cpus() -> tuple[int, int] | None:
-    """(the server's core, the load's core), or None on a one-core machine."""
-    allowed = sorted(os.sched_getaffinity(0))
-    return (allowed[0], allowed[1]) if len(allowed) >= 2 else None
-
-
-def _pinned_to(cpu: int | None):
-    """A preexec_fn: the child and every thread it will start run on ``cpu`` only (set before
-    exec, so no thread is ever created elsewhere)."""
-    if cpu is None:
-        return None
-    return lambda: os.sched_setaffinity(0, {cpu})
 
 
 def _threads_sum(pid: int, read_one) -> int:
@@ -291,7 +277,7 @@ def _start_pyspy(pid: int, tmp: str, variant: Variant, cpu: int | None) -> subpr
     cmd = record_command(pid, os.path.join(tmp, f"spy-{pid}.txt"), RATE, blocking=variant.blocking,
                          lines=variant.lines)
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            preexec_fn=_pinned_to(cpu))
+                            preexec_fn=pinned_to(cpu))
 
 
 def _stop_pyspy(spy: subprocess.Popen | None) -> None:
@@ -308,11 +294,11 @@ def _stop_pyspy(spy: subprocess.Popen | None) -> None:
 def measure(variant: Variant, setup: Setup, loop: str, warmup: float, seconds: float, tmp: str,
             blocked: BlockedTime | None = None) -> dict:
     """One fresh server, loaded for ``seconds`` by the echo client, with ``variant`` attached."""
-    server_cpu, load_cpu = cpus() if setup.pinned else (None, None)
+    server_cpu, load_cpu = two_cores() if setup.pinned else (None, None)
     env = _server_env(variant, tmp, setup.server_env)
     server = subprocess.Popen([sys.executable, "-m", "benchmarks.echo_server", "--loop", loop],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT,
-                              preexec_fn=_pinned_to(server_cpu))
+                              preexec_fn=pinned_to(server_cpu))
     spy = None
     try:
         port = int(server.stdout.readline())
@@ -322,7 +308,7 @@ def measure(variant: Variant, setup: Setup, loop: str, warmup: float, seconds: f
             [sys.executable, "-m", "benchmarks.echo_client", str(port), str(CONNS), str(warmup), str(seconds),
              "sync"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=client_env, cwd=ROOT,
-            preexec_fn=_pinned_to(load_cpu))
+            preexec_fn=pinned_to(load_cpu))
         try:
             if client.stdout.readline().split() != ["ready"]:
                 raise RuntimeError("echo client did not start")
@@ -382,7 +368,7 @@ def _load_process(port: int, conns: int, counter, cpu: int | None, rate: float |
         os.sched_setaffinity(0, {cpu})
     import uvloop
 
-    from benchmarks.echo_client import Pacer, Pinger
+    from benchmarks.echo_client import Pacer, Pinger, connect
 
     def replied() -> bool:
         counter.value += 1
@@ -393,9 +379,8 @@ def _load_process(port: int, conns: int, counter, cpu: int | None, rate: float |
             pacer = Pacer(rate, replied)
             await pacer.connect(port, conns)
             await pacer.run()
-        loop = asyncio.get_running_loop()
-        for _ in range(conns):
-            (await loop.create_connection(lambda: Pinger(replied), "127.0.0.1", port))[1].send()
+        for pinger in await connect(port, conns, lambda: Pinger(replied)):
+            pinger.send()
         await asyncio.Event().wait()
     uvloop.run(load())
 
@@ -418,7 +403,7 @@ def _stop_load(process) -> None:
 def _start_echo_server(loop: str, tmp: str, cpu: int | None) -> tuple[subprocess.Popen, int]:
     server = subprocess.Popen([sys.executable, "-m", "benchmarks.echo_server", "--loop", loop],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                              env=_server_env(BASELINE, tmp), cwd=ROOT, preexec_fn=_pinned_to(cpu))
+                              env=_server_env(BASELINE, tmp), cwd=ROOT, preexec_fn=pinned_to(cpu))
     return server, int(server.stdout.readline())
 
 
@@ -437,7 +422,7 @@ def measure_paired(loop: str, triplets: int, window: float, tmp: str, share: flo
     plus its time blocked in the kernel, state D), whose inverse is its capacity. None: a
     saturating load, and the figure is req/s itself.
     """
-    server_cpu, load_cpu = cpus() or (None, None)
+    server_cpu, load_cpu = two_cores() or (None, None)
     server, port = _start_echo_server(loop, tmp, server_cpu)
     decoy, _ = _start_echo_server(loop, tmp, load_cpu)
     load = None
@@ -589,7 +574,7 @@ def run(quick: bool = False, loop: str = "asyncio", cpu_bound: bool = True) -> d
     cost in a round is measured against the mean of the two baselines around it; the median
     over rounds is reported."""
     warmup, seconds, rounds = (0.3, 1.0, 1) if quick else (0.3, 2.0, 6)
-    setups = [s for s in SETUPS if not s.pinned or cpus() is not None]
+    setups = [s for s in SETUPS if not s.pinned or two_cores() is not None]
     runs: dict[tuple[str, str], list[dict]] = {}
     # (setup, variant) -> per round: req/s and server CPU per request, each as a ratio to
     # the mean of the baselines around it
@@ -628,7 +613,7 @@ def run(quick: bool = False, loop: str = "asyncio", cpu_bound: bool = True) -> d
             "client_util_max": max(r["client_util"] for r in rs)})
     by = {(r["setup"], r["variant"]): r for r in rows}
     targets = {f"{SAMPLER_CPU.name}: GIL held < 3%": by["shared", SAMPLER_CPU.name]["gil_held"] < 0.03}
-    if cpus() is not None:
+    if two_cores() is not None:
         targets[f"{SAMPLER_CPU.name}: req/s cost < 3% (pinned)"] = \
             by["pinned", SAMPLER_CPU.name]["throughput_cost"] < 0.03
     return {"loop": loop, "connections": CONNS, "seconds_per_run": seconds, "rounds": rounds,
@@ -665,10 +650,10 @@ CPU_BOUND_VARIANTS = [SAMPLER_CPU, PYSPY, PYSPY_BLOCKING]
 def measure_cpu_bound(variant: Variant, rounds: int, tmp: str) -> dict:
     """CPU seconds the fixed work cost the target: main thread + the sampler thread; pinned like
     the echo (the worker on one core, py-spy on the other) when there are two cores."""
-    work_cpu, spy_cpu = cpus() or (None, None)
+    work_cpu, spy_cpu = two_cores() or (None, None)
     worker = subprocess.Popen([sys.executable, "-c", _CPU_WORKER.replace("ROUNDS", str(rounds))],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                              env=_server_env(variant, tmp), cwd=ROOT, preexec_fn=_pinned_to(work_cpu))
+                              env=_server_env(variant, tmp), cwd=ROOT, preexec_fn=pinned_to(work_cpu))
     spy = None
     try:
         if variant.pyspy:

@@ -1,6 +1,7 @@
-"""Ending the server and client processes a benchmark started, whatever happened in between."""
+"""The processes a benchmark starts: where they run, and ending them whatever happened in between."""
 from __future__ import annotations
 
+import os
 import subprocess
 
 
@@ -20,3 +21,18 @@ def kill_if_running(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.kill()
         proc.wait()
+
+
+def two_cores() -> tuple[int, int] | None:
+    """Two cores to pin on (the measured process's, its load's or observer's), or None when
+    this process may run on fewer."""
+    allowed = sorted(os.sched_getaffinity(0))
+    return (allowed[0], allowed[1]) if len(allowed) >= 2 else None
+
+
+def pinned_to(cpu: int | None):
+    """A preexec_fn: the child and every thread it will start run on ``cpu`` only (set before
+    exec, so no thread is ever created elsewhere). None: no preexec_fn."""
+    if cpu is None:
+        return None
+    return lambda: os.sched_setaffinity(0, {cpu})

@@ -36,7 +36,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.echo_client import Pinger
+from benchmarks.echo_client import Pinger, connect
 from benchmarks.procs import kill_if_running, stop_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -117,15 +117,13 @@ async def _load(port: int, conns: int, warmup: float, seconds: float) -> tuple[i
     """One 64-byte message in flight per connection; requests completed in the window."""
     import asyncio
     import time
-    loop = asyncio.get_running_loop()
     state = {"counting": False, "done": 0, "stop": False}
 
     def replied() -> bool:
         state["done"] += state["counting"]
         return not state["stop"]
 
-    pingers = [(await loop.create_connection(lambda: Pinger(replied), "127.0.0.1", port))[1]
-               for _ in range(conns)]
+    pingers = await connect(port, conns, lambda: Pinger(replied))
     for p in pingers:
         p.send()
     await asyncio.sleep(warmup)
@@ -169,8 +167,7 @@ def inproc(build: str, conns: int, requests: int, trials: int) -> None:
                 state["done"].set_result(None)
             return state["left"] >= conns
 
-        pingers = [(await loop.create_connection(lambda: Pinger(replied), "127.0.0.1", port))[1]
-                   for _ in range(conns)]
+        pingers = await connect(port, conns, lambda: Pinger(replied))
         results = []
         for trial in range(trials + 1):                 # the first one warms up
             state["left"], state["done"] = requests, loop.create_future()
