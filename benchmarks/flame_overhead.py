@@ -359,8 +359,8 @@ def measure(variant: Variant, setup: Setup, loop: str, warmup: float, seconds: f
 CONDITIONS = ("none", "target", "decoy")
 PACED_SHARE = 0.4
 # fewer complete triplets than this get figures but no verdict: a bootstrap over a handful of
-# triplets understates the spread (4 triplets once read -2.4% +- 0.9%), and 300 is where the
-# standard error here first comes near 0.5%, half the 1% judged
+# triplets understates the spread (4 triplets once read -2.4% +- 0.9%); over hundreds it is a
+# fair estimate (here: +-0.5% at 600 triplets, +-0.26% at 1,800)
 MIN_JUDGED_TRIPLETS = 300
 
 
