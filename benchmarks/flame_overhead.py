@@ -296,12 +296,9 @@ def measure(variant: Variant, setup: Setup, loop: str, warmup: float, seconds: f
     """One fresh server, loaded for ``seconds`` by the echo client, with ``variant`` attached."""
     server_cpu, load_cpu = two_cores() if setup.pinned else (None, None)
     env = _server_env(variant, tmp, setup.server_env)
-    server = subprocess.Popen([sys.executable, "-m", "benchmarks.echo_server", "--loop", loop],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT,
-                              preexec_fn=pinned_to(server_cpu))
+    server, port = _start_echo_server(loop, env, server_cpu)
     spy = None
     try:
-        port = int(server.stdout.readline())
         client_env = {k: v for k, v in env.items()
                       if not k.startswith("COROSCOPE_") and k not in setup.server_env}
         client = subprocess.Popen(
@@ -378,14 +375,15 @@ def _load_process(port: int, conns: int, counter, cpu: int | None, rate: float |
         counter.value += 1
         return True
 
-    async def load():
+    async def load():                            # runs until the process is terminated
         if rate is not None:
             pacer = Pacer(rate, replied)
             await pacer.connect(port, conns)
             await pacer.run()
-        for pinger in await connect(port, conns, lambda: Pinger(replied)):
-            pinger.send()
-        await asyncio.Event().wait()
+        else:
+            for pinger in await connect(port, conns, lambda: Pinger(replied)):
+                pinger.send()
+            await asyncio.Event().wait()
     uvloop.run(load())
 
 
@@ -404,11 +402,17 @@ def _stop_load(process) -> None:
     process.join(timeout=10)
 
 
-def _start_echo_server(loop: str, tmp: str, cpu: int | None) -> tuple[subprocess.Popen, int]:
+def _start_echo_server(loop: str, env: dict, cpu: int | None) -> tuple[subprocess.Popen, int]:
+    """An echo server on ``loop``, pinned to ``cpu``, and the port it listens on (a server that
+    does not say it is stopped before the error goes up)."""
     server = subprocess.Popen([sys.executable, "-m", "benchmarks.echo_server", "--loop", loop],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                              env=_server_env(BASELINE, tmp), cwd=ROOT, preexec_fn=pinned_to(cpu))
-    return server, int(server.stdout.readline())
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+                              preexec_fn=pinned_to(cpu))
+    try:
+        return server, int(server.stdout.readline())
+    except BaseException:
+        stop_server(server)
+        raise
 
 
 def measure_paired(loop: str, triplets: int, window: float, tmp: str, share: float | None = PACED_SHARE) -> dict:
@@ -427,14 +431,14 @@ def measure_paired(loop: str, triplets: int, window: float, tmp: str, share: flo
     saturating load, and the figure is req/s itself.
     """
     server_cpu, load_cpu = two_cores() or (None, None)
-    server, port = _start_echo_server(loop, tmp, server_cpu)
-    decoy, _ = _start_echo_server(loop, tmp, load_cpu)
-    load = None
+    server, port = _start_echo_server(loop, _server_env(BASELINE, tmp), server_cpu)
+    decoy = load = blocked = None
     spies: dict[str, subprocess.Popen] = {}
-    blocked = BlockedTime.open()
     windows: list[dict] = []
     capacity = offered = None
     try:
+        decoy, _ = _start_echo_server(loop, _server_env(BASELINE, tmp), load_cpu)
+        blocked = BlockedTime.open()
         if share is not None:
             load, counter = _start_load(port, CONNS, load_cpu, None)
             time.sleep(1.0)
@@ -487,7 +491,8 @@ def measure_paired(loop: str, triplets: int, window: float, tmp: str, share: flo
         if blocked is not None:
             blocked.close()
         stop_server(server)
-        stop_server(decoy)
+        if decoy is not None:
+            stop_server(decoy)
     report = {"loop": loop, "triplets": triplets, "window_s": window, "share": share,
               "capacity_rps": capacity, "offered_rps": offered, "blocked_counted": blocked is not None,
               "windows": windows, "conditions": summarize_paired(windows)}
