@@ -61,6 +61,7 @@ class DashboardApp(App[int]):
         Binding("s", "sort", "sort tasks by next column"),
         Binding("S", "sort_reverse", "reverse task sort"),
         Binding("slash", "filter", "filter tasks"),
+        Binding("w", "next_worker", "next worker (pre-fork services)"),
         Binding("escape", "clear_filter", "clear the task filter", show=False),
         Binding("left_square_bracket", "step(-1)", "replay: previous snapshot", show=False),
         Binding("right_square_bracket", "step(1)", "replay: next snapshot", show=False),
@@ -197,6 +198,14 @@ class DashboardApp(App[int]):
                 self.recorder.add(self.snapshot)
             self.notify(f"recording to {path}; r stops")
         self._status()
+
+    def action_next_worker(self) -> None:
+        next_worker = getattr(self.source, "next_worker", None)
+        if next_worker is None:
+            self.notify("this process has no workers to switch between")
+            return
+        next_worker()
+        self.refresh_data(force=True)
 
     def action_sort(self) -> None:
         self.query_one(TasksView).cycle_sort()

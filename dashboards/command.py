@@ -9,6 +9,9 @@ from diag.errors import CoroscopeError
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("pid", nargs="?", type=int, help="the traced process to watch")
+    parser.add_argument("--worker", type=int, metavar="PID",
+                        help="of a pre-fork service's master (gunicorn, uvicorn --workers), watch "
+                             "this worker (default: the first; w moves to the next)")
     parser.add_argument("--replay", metavar="FILE", help="replay a recording instead of a process")
     parser.add_argument("--record", metavar="FILE",
                         help="record from the start (r starts and stops a recording)")
@@ -22,14 +25,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def make_source(args: argparse.Namespace):
-    from diag.live.source import ReplaySource, attach
+    from diag.live.source import ReplaySource, attach_service
     if args.replay and args.pid is not None:
         raise CoroscopeError("give a pid or --replay FILE, not both")
     if args.replay:
         return ReplaySource(args.replay, allow_truncated=args.allow_truncated)
     if args.pid is None:
         raise CoroscopeError("give the pid of a traced process, or --replay FILE")
-    return attach(args.pid, syscalls=args.syscalls)
+    return attach_service(args.pid, worker=args.worker, syscalls=args.syscalls)
 
 
 def main(args: argparse.Namespace) -> int:

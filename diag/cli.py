@@ -38,6 +38,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _not_a_target() -> None:
+    """A shell that exported COROSCOPE_TRACE=1 traces every Python process, coroscope's own
+    commands too (the start-up hook runs before this). A command is the observer, not the
+    observed: its probe would be one more traced process for `top` to list and `export` to
+    scrape. The variables stay in the environment, for the targets it starts."""
+    import runtime.tracing as tracing
+    if tracing.enabled():
+        tracing.disable()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
@@ -49,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
+    _not_a_target()
     module_name, help_text = COMMANDS[name]
     try:
         module = importlib.import_module(module_name)

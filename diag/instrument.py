@@ -175,6 +175,9 @@ def instrument(loop) -> bool:
     if getattr(previous, "coroscope", False):
         return False
     loop.set_task_factory(_task_factory(previous))
+    w = tracing.writer()
+    if w is not None:
+        w.set_loop_kind("uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio")
     if isinstance(loop, asyncio.BaseEventLoop):
         _hook_asyncio_loop(loop)
     return True

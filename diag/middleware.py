@@ -11,10 +11,17 @@ so ``coroscope syscalls`` charges the request's syscalls to it. With tracing off
 costs a ContextVar set and reset. The name is the method and the path *template* where the
 framework knows it is not (the raw path would make one name per user id); here the raw path,
 cut at the query string, which is what every framework has.
+
+With tracing on, uvicorn, hypercorn and aiohttp's server mark requests themselves, with route
+templates and no code change (diag.autoinstrument); these middlewares then let a request through
+unmarked a second time.
 """
 from __future__ import annotations
 
 from runtime.requests import request
+
+# the mark diag.autoinstrument leaves too: a request is marked once, by whichever comes first
+from diag.autoinstrument import MARK
 
 
 def request_name(method: str, path: str) -> str:
@@ -28,10 +35,12 @@ class CoroscopeASGIMiddleware:
         self.app = app
 
     async def __call__(self, scope, receive, send):
-        if scope.get("type") != "http":
+        if scope.get("type") != "http" or MARK in scope:
             await self.app(scope, receive, send)
             return
-        with request(request_name(scope.get("method", "GET"), scope.get("path", "/"))):
+        r = request(request_name(scope.get("method", "GET"), scope.get("path", "/")))
+        scope[MARK] = r
+        with r:
             await self.app(scope, receive, send)
 
 
@@ -40,7 +49,11 @@ try:  # aiohttp is optional: the middleware exists only where aiohttp does
 
     @_web.middleware
     async def coroscope_aiohttp_middleware(req, handler):
-        with request(request_name(req.method, req.path)):
+        if req.get(MARK) is not None:
+            return await handler(req)
+        r = request(request_name(req.method, req.path))
+        req[MARK] = r
+        with r:
             return await handler(req)
 except ImportError:  # pragma: no cover - aiohttp not installed
     pass

@@ -38,6 +38,7 @@ import weakref
 from asyncio import base_events, events as _events, tasks as _tasks, unix_events
 
 from .poller import EpollPoller
+from . import tracing
 from .tracing import TRACE
 from .transports import DatagramTransport, StreamTransport
 
@@ -125,6 +126,12 @@ class Loop(unix_events._UnixSelectorEventLoop):
         # protocol receives a copy, so one suffices.
         self._read_buffer = bytearray(_READ_BUFFER_SIZE)
         self._read_view = memoryview(self._read_buffer)
+        # runtime.run() and new_event_loop() honour COROSCOPE_TRACE in a process the start-up
+        # hook did not switch on (an interpreter without coroscope installed)
+        if not TRACE.on and os.environ.get("COROSCOPE_TRACE"):
+            tracing.enable_from_env(loop_kind="runtime")
+        if TRACE.on:
+            tracing.writer().set_loop_kind("runtime")
         super().__init__(EpollPoller())
 
     # -- the wakeup eventfd and the signal socketpair ---------------------------------------

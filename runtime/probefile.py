@@ -302,7 +302,9 @@ RECORD_FIELDS: dict[Rec, dict[str, str]] = {
     Rec.FD_OPEN: {"aux": "fd_kind", "a": "fd", "b": "sid:stack", "c": "generation"},
     Rec.FD_CLOSE: {"aux": "fd_kind", "a": "fd", "c": "generation"},
     Rec.REQUEST_BEGIN: {"a": "parent_request", "b": "sid:name"},
-    Rec.REQUEST_END: {"aux": "failed", "a": "duration_ns"},
+    # b: the request's name when it changed while it ran (a route template found by the
+    # framework's router after the request began), 0 when the begin record's name stands
+    Rec.REQUEST_END: {"aux": "failed", "a": "duration_ns", "b": "sid:name"},
     # d, e, f: up to three of the poll's ready events, 0 for none (inline_ready_events)
     Rec.LOOP_ITERATION: {"a": "poll_ns", "b": "nevents", "c": "ncallbacks",
                          "d": "ready_1", "e": "ready_2", "f": "ready_3"},
@@ -587,6 +589,14 @@ class ProbeWriter:
             FD_ENTRY_SIZE, layout.total_size, loop_kind.encode()[:16], slow_step_ns)
         os.replace(tmp, path)        # replaces a stale file of an earlier process with our pid
         return cls(path, mm, layout, pid)
+
+    def set_loop_kind(self, loop_kind: str) -> None:
+        """Name the loop that runs. ``create`` is given what the environment asked for, before
+        any loop exists; the loop itself says what it is when it starts (a program that calls
+        ``runtime.run()`` under COROSCOPE_LOOP=asyncio runs the runtime). One 16-byte store: a
+        reader that catches it half written sees a mix of two names for one read."""
+        off = HEADER_OFFSETS["loop_kind"]
+        self.mm[off:off + 16] = loop_kind.encode()[:16].ljust(16, b"\0")
 
     def close(self, unlink: bool = True) -> None:
         """Flush, mark the file closed, and remove it (a reader that has it mapped keeps it)."""

@@ -38,29 +38,35 @@ class request:
     """Mark a request: ``with request("GET /users"):`` or ``@request("handler")``.
 
     The id is assigned when the block is entered (``.id``); entering twice (as a decorator does
-    on every call) gives a new request each time.
+    on every call) gives a new request each time. ``name`` may be changed while the request
+    runs: the end record then carries the new one, which readers use for the whole request.
     """
 
-    __slots__ = ("name", "id", "_token", "_parent", "_t0")
+    __slots__ = ("name", "id", "_token", "_parent", "_t0", "_begun_as")
 
     def __init__(self, name: str = "request"):
         self.name = name
         self.id = 0
         self._token = None
+        self._begun_as = name
 
     def __enter__(self) -> "request":
         self._parent = REQUEST_ID.get()
         self.id = _next_id()
         self._token = REQUEST_ID.set(self.id)
         self._t0 = time.monotonic_ns()
+        self._begun_as = self.name
         if TRACE.on:
             TRACE.request_begin(self.id, self.name, self._parent)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if TRACE.on:
+            # a name set while the request ran (a web framework's route template, known only
+            # once it has routed the request) goes with the end record
+            renamed = self.name if self.name != self._begun_as else None
             TRACE.request_end(self.id, time.monotonic_ns() - self._t0, exc_type is not None,
-                              self._parent)
+                              self._parent, renamed)
         REQUEST_ID.reset(self._token)
         self._token = None
 

@@ -47,7 +47,7 @@ Tracepoints and the place in the loop that calls them:
     executor_submit(future)            run_in_executor, before submitting
     executor_done(future)              the executor future's done callback
     request_begin(id, name, parent)    runtime.requests.request, entering (not a loop call site)
-    request_end(id, duration_ns, failed, parent)   ... and leaving
+    request_end(id, duration_ns, failed, parent, name)   ... and leaving (name: renamed, or None)
     coro_never_awaited(coro)           CPython collected a coroutine never awaited (not a loop
                                        call site: enable() wraps warnings._warn_unawaited_coroutine,
                                        through which the interpreter reports it)
@@ -122,7 +122,7 @@ class _Off:
     def executor_submit(self, future): pass
     def executor_done(self, future): pass
     def request_begin(self, request_id, name, parent): pass
-    def request_end(self, request_id, duration_ns, failed, parent): pass
+    def request_end(self, request_id, duration_ns, failed, parent, name=None): pass
     def coro_never_awaited(self, coro): pass
 
 
@@ -456,13 +456,13 @@ class _On(_Off):
         c[_REQ_BEGUN] += 1
         c[_REQ_ACTIVE] += 1
 
-    def request_end(self, request_id, duration_ns, failed, parent):
+    def request_end(self, request_id, duration_ns, failed, parent, name=None):
         slot = self._slot()
         task = self._cur[slot] if slot != _NO_THREAD else 0
         if slot != _NO_THREAD:
             self._words[slot * _SLOT_WORDS + 2] = parent
         self._emit(_REQUEST_END, slot, int(bool(failed)), task, request_id, _monotonic_ns(),
-                   duration_ns)
+                   duration_ns, self._w.intern(name) if name else 0)
         c = self._counters
         c[_REQ_DONE] += 1
         c[_REQ_ACTIVE] -= 1
@@ -847,9 +847,12 @@ def _after_fork_in_child() -> None:
     enable(slow_step_ms=slow_ms, loop_kind=loop_kind)
 
 
-def enable_from_env() -> str | None:
-    """The bootstrap hook: tracing on when COROSCOPE_TRACE is 1/true/yes/on."""
+def enable_from_env(loop_kind: str | None = None) -> str | None:
+    """The start-up hook (diag.bootstrap.startup), and a runtime loop created in a process it did
+    not switch on: tracing on when COROSCOPE_TRACE is 1/true/yes/on. ``loop_kind`` is what the
+    header says until a loop names itself (``ProbeWriter.set_loop_kind``)."""
     if os.environ.get("COROSCOPE_TRACE", "").strip().lower() in ("1", "true", "yes", "on"):
         # COROSCOPE_LOOP unset leaves asyncio's own loop in place (runtime.install_from_env).
-        return enable(loop_kind=os.environ.get("COROSCOPE_LOOP", "").strip().lower() or "asyncio")
+        return enable(loop_kind=loop_kind
+                      or os.environ.get("COROSCOPE_LOOP", "").strip().lower() or "asyncio")
     return None

@@ -1,4 +1,4 @@
-"""Requests: rate and latency over time, syscalls per request by name."""
+"""Requests: rate and latency over time, requests by name (route), syscalls per request by name."""
 from __future__ import annotations
 
 from rich.text import Text
@@ -8,6 +8,8 @@ from textual.widgets import Static
 from diag.model.live import Finding, LiveSnapshot
 
 from ..render import series_line
+
+MAX_NAMES_SHOWN = 20
 
 
 class RequestsView(VerticalScroll):
@@ -27,7 +29,18 @@ class RequestsView(VerticalScroll):
         text.append(series_line("latency p99", r.p99_ms, "ms"))
         text.append("\n")
         text.append(series_line("latency max", r.max_ms, "ms"))
-        text.append("\n\nsyscalls per request\n", style="bold")
+        text.append("\n\nby name\n", style="bold")
+        if r.by_name:
+            text.append(f"  {'name':<36} {'ended':>9} {'in flight':>9} {'p50 ms':>8} "
+                        f"{'p99 ms':>8} {'max ms':>8}\n", style="dim")
+            for row in r.by_name[:MAX_NAMES_SHOWN]:
+                text.append(f"  {row.name[:36]:<36} {row.ended:>9,} {row.in_flight:>9} "
+                            f"{row.p50_ms:>8.2f} {row.p99_ms:>8.2f} {row.max_ms:>8.2f}\n")
+            if len(r.by_name) > MAX_NAMES_SHOWN:
+                text.append(f"  ... and {len(r.by_name) - MAX_NAMES_SHOWN} more names\n", style="dim")
+        else:
+            text.append("  no named requests yet\n", style="dim")
+        text.append("\nsyscalls per request\n", style="bold")
         if r.syscalls_per_request:
             text.append(f"  {r.syscalls_note}\n", style="dim")
             for name, count in sorted(r.syscalls_per_request.items(), key=lambda kv: -kv[1]):

@@ -13,6 +13,9 @@ from .view import render
 
 def configure(parser) -> None:
     parser.add_argument("pid", nargs="?", type=int, help="process to attach to (read only)")
+    parser.add_argument("--worker", type=int, metavar="PID",
+                        help="with the pid of a pre-fork master (gunicorn, uvicorn --workers, "
+                             "hypercorn): this worker (default: the first that serves)")
     parser.add_argument("--core", help="a core file (from gcore or a crash)")
     parser.add_argument("--exe", help="the Python executable that wrote the core file")
     view = parser.add_mutually_exclusive_group()
@@ -28,6 +31,11 @@ def main(args) -> int:
         raise CoroscopeError("give either a PID or --core CORE --exe PYTHON")
     if args.core is not None and not args.exe:
         raise CoroscopeError("--core needs --exe PYTHON (the interpreter that wrote the core)")
+    if args.pid is not None:
+        from diag import workers
+        args.pid, note = workers.one(args.pid, args.worker)
+        if note:
+            print(f"coroscope: {note}", file=sys.stderr)
     report = collect(pid=args.pid, core=args.core, exe=args.exe, timeout=args.timeout)
     if args.json:
         text = json.dumps(to_jsonable(report.tasks), indent=1)

@@ -1,32 +1,21 @@
-"""Imported by Python at start-up in a target that coroscope launched (see diag.bootstrap).
-
-Each hook reads its own COROSCOPE_* variables and does nothing when they are unset. A hook that
-fails says so in one line on stderr and the program runs on without it: a diagnosis tool must
-not stop the service it diagnoses.
+"""Imported by Python at start-up in a target that coroscope launched with this directory first on
+its PYTHONPATH (see diag.bootstrap). It runs the same start-up hook as the .pth file the
+distribution installs (``diag.bootstrap.startup``; it runs once however it is reached), for
+interpreters that do not have coroscope installed, then hands over to the sitecustomize the target
+would have imported without us.
 """
 import importlib
 import os
 import sys
 
-# (variable that switches it on, module, function) in the order they must run: the loop policy
-# before the tracepoints, which may look at it.
-_HOOKS = (
-    ("COROSCOPE_LOOP", "runtime", "install_from_env"),
-    ("COROSCOPE_TRACE", "runtime.tracing", "enable_from_env"),
-    ("COROSCOPE_TRACE", "diag.instrument", "install_from_env"),
-    ("COROSCOPE_FDTRACK", "diag.fds.fdtrack", "install_from_env"),
-    ("COROSCOPE_SAMPLER", "diag.flame.sampler", "install_from_env"),
-)
 
-
-def _run_hooks():
-    for variable, module_name, function in _HOOKS:
-        if not os.environ.get(variable):
-            continue
-        try:
-            getattr(importlib.import_module(module_name), function)()
-        except Exception as exc:  # noqa: BLE001 - the target must run on whatever happens here
-            print(f"coroscope: {module_name}.{function} failed in the target: {exc!r}", file=sys.stderr)
+def _run_startup_hook():
+    try:
+        from diag.bootstrap import startup
+    except Exception as exc:  # noqa: BLE001 - the target must run on whatever happens here
+        print(f"coroscope: the start-up hook could not be loaded: {exc!r}", file=sys.stderr)
+        return
+    startup.run()
 
 
 def _chain_to_next_sitecustomize():
@@ -45,5 +34,5 @@ def _chain_to_next_sitecustomize():
             sys.modules["sitecustomize"] = ours
 
 
-_run_hooks()
+_run_startup_hook()
 _chain_to_next_sitecustomize()

@@ -40,6 +40,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("words", nargs="*", metavar="CMD",
                         help="the command to run and profile (after --), or: diff BASE NEW")
     parser.add_argument("--pid", type=int, help="profile a running process")
+    parser.add_argument("--worker", type=int, metavar="PID",
+                        help="with --pid of a pre-fork master (gunicorn, uvicorn --workers, "
+                             "hypercorn): this worker (default: py-spy samples every worker; the sampler, the first)")
     parser.add_argument("--duration", type=float,
                         help="seconds to sample (default: 10 for --pid, until the command exits)")
     parser.add_argument("--rate", type=float, default=100.0, help="samples per second (100)")
@@ -119,12 +122,20 @@ def _profile_pid(args, backend: str) -> tuple[FlameProfile, str | None]:
     if not os.path.exists(f"/proc/{pid}"):
         raise TargetGone(f"no process with pid {pid}")
     duration = 10.0 if args.duration is None else args.duration
+    from diag import workers
+    found = workers.find(pid, args.worker)
+    if backend == "py-spy" and found.pre_fork and args.worker is None:
+        print(f"coroscope: {found.note}; py-spy samples them all", file=sys.stderr)
+    elif found.pids[0] != pid or args.worker is not None:
+        pid, note = workers.one(pid, args.worker)
+        if note:
+            print(f"coroscope: {note}", file=sys.stderr)
     target = f"pid {pid}"
     if backend == "py-spy":
         stop_at = time.monotonic() + duration
         res = pyspy.record(pid, None, rate=args.rate, idle=args.mode == "wall",
                            blocking=args.blocking, stop_when=lambda: time.monotonic() >= stop_at,
-                           lines=args.lines)
+                           lines=args.lines, subprocesses=found.pre_fork and args.worker is None)
         profile = fold.profile_from_collapsed(
             res.stacks, args.mode, "py-spy", args.keep_loop_frames, rate_hz=args.rate,
             duration_s=round(res.elapsed, 3), target=target, complete=not res.target_exited)

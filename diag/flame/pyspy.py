@@ -129,7 +129,8 @@ class PySpyResult:
 
 
 def record_command(pid: int, output: str, rate: float = 100, idle: bool = False,
-                   blocking: bool = False, lines: bool = False) -> list[str]:
+                   blocking: bool = False, lines: bool = False,
+                   subprocesses: bool = False) -> list[str]:
     """The py-spy command line coroscope runs (the overhead benchmark runs exactly this)."""
     cmd = [pyspy_executable(), "record", "--pid", str(pid), "--format", "raw", "-o", output,
            "--full-filenames", "--rate", str(int(rate))]
@@ -137,6 +138,8 @@ def record_command(pid: int, output: str, rate: float = 100, idle: bool = False,
         cmd.append("--function")
     if idle:
         cmd.append("--idle")
+    if subprocesses:                  # a pre-fork master: its workers too (diag.workers)
+        cmd.append("--subprocesses")
     if not blocking:
         cmd.append("--nonblocking")
     return cmd
@@ -144,7 +147,7 @@ def record_command(pid: int, output: str, rate: float = 100, idle: bool = False,
 
 def record(pid: int, duration: float | None, rate: float = 100, idle: bool = False,
            blocking: bool = False, stop_when=None, startup_grace: float = 0.0,
-           lines: bool = False) -> PySpyResult:
+           lines: bool = False, subprocesses: bool = False) -> PySpyResult:
     """Run ``py-spy record`` on ``pid`` and return its stacks.
 
     ``duration`` None records until the target exits or ``stop_when()`` returns True (checked
@@ -159,7 +162,7 @@ def record(pid: int, duration: float | None, rate: float = 100, idle: bool = Fal
     give_up_at = time.monotonic() + startup_grace
     while True:
         stacks, messages, elapsed, written = _record_once(pid, duration, rate, idle, blocking,
-                                                          stop_when, lines)
+                                                          stop_when, lines, subprocesses)
         if written:
             break
         # a process that has just exec'd has no interpreter yet for py-spy to find: retry
@@ -175,11 +178,12 @@ def record(pid: int, duration: float | None, rate: float = 100, idle: bool = Fal
     return PySpyResult(stacks, samples_line, exited, elapsed)
 
 
-def _record_once(pid, duration, rate, idle, blocking, stop_when, lines):
+def _record_once(pid, duration, rate, idle, blocking, stop_when, lines, subprocesses=False):
     """One py-spy run: (stacks, py-spy's messages, seconds, whether it wrote a profile)."""
     with tempfile.TemporaryDirectory(prefix="coroscope-pyspy-") as tmp:
         out = os.path.join(tmp, "raw.txt")
-        cmd = record_command(pid, out, rate, idle=idle, blocking=blocking, lines=lines)
+        cmd = record_command(pid, out, rate, idle=idle, blocking=blocking, lines=lines,
+                             subprocesses=subprocesses)
         if duration is not None:
             cmd += ["--duration", str(max(1, int(round(duration))))]
         start = time.monotonic()

@@ -74,6 +74,7 @@ class RequestBegin:
 class RequestEnd:
     ts_ns: int
     request_id: int
+    name: str = ""          # set when the request was renamed while it ran (its route template)
 
 
 @dataclass(slots=True)

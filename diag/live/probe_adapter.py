@@ -176,6 +176,17 @@ class ProbeEventReader:
         self.decoded = 0              # records decoded by read_into, for benchmarks
         self.decode_cpu_s = 0.0
 
+    def current_loop_kind(self) -> str:
+        """The loop the header names now: a loop names itself when it is created, which can be
+        after we attached (``ProbeWriter.set_loop_kind``). What it cannot show is updated."""
+        off = pf.HEADER_OFFSETS["loop_kind"]
+        kind = bytes(self.reader.mm[off:off + 16]).rstrip(b"\0").decode(errors="replace") or "unknown"
+        if kind != self.loop_kind:
+            self.loop_kind = kind
+            self.missing = dict(_MISSING_ALWAYS)
+            self.missing.update(_MISSING_BY_LOOP.get(kind, {}))
+        return kind
+
     def read(self) -> list:
         """The records published since the last call, as events (every one: no budget)."""
         out: list = []
@@ -251,6 +262,7 @@ class ProbeEventReader:
         loop_iteration, request_begin, request_end = (state.loop_iteration, state.request_begin,
                                                       state.request_end)
         handle, convert, unpack_full = state.handle, self._convert, pf.RECORD_STRUCT.unpack_from
+        name = self.reader.string       # cached by the reader: a few names recur
         n = last_ns = 0
         for first, data in runs:
             ns = 0
@@ -262,9 +274,9 @@ class ProbeEventReader:
                 elif kind == _LOOP_ITERATION:
                     loop_iteration(ns, a, c)
                 elif kind == _REQUEST_END:
-                    request_end(ns, request)
+                    request_end(ns, request, name(b) if b else "")
                 elif kind == _REQUEST_BEGIN:
-                    request_begin(ns, request)
+                    request_begin(ns, request, name(b) if b else "")
                 elif kind in _WANTED:
                     event = convert(unpack_full(data, (seq - first) * pf.RECORD_SIZE))
                     if event is not None:
@@ -317,7 +329,7 @@ class ProbeEventReader:
         if kind == _REQUEST_BEGIN:
             return ev.RequestBegin(ns, rec[6], string(rec[_B]))
         if kind == _REQUEST_END:
-            return ev.RequestEnd(ns, rec[6])
+            return ev.RequestEnd(ns, rec[6], string(rec[_B]) if rec[_B] else "")
         if kind == _SLOW_STEP:
             return ev.SlowStepSeen(ns, task, rec[_A], _slow_stack(string(rec[_B])))
         if kind == _TIMER_ADD:

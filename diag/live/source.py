@@ -110,6 +110,7 @@ class LiveSource:
                 self.state.set_missing("fds", f"no permission to read /proc/{self.pid}/fd")
             for sampler in self.samplers:
                 sampler.update(self.state)
+            self._follow_loop_kind()
             if not process_alive(self.pid, self.start_ticks):
                 self.ended = True
                 self._read(whole=True)                      # whatever it wrote last
@@ -118,6 +119,23 @@ class LiveSource:
                                           f"showing what was gathered")
                 self.close()
         return self.state.snapshot(self.clock(), time.time())
+
+    def _follow_loop_kind(self) -> None:
+        current = getattr(self.reader, "current_loop_kind", None)
+        if current is None:
+            return
+        before = self.state.target.loop
+        try:
+            kind = current()
+        except (ValueError, OSError):
+            return
+        if kind != before:
+            from .probe_adapter import _MISSING_BY_LOOP
+            self.state.target.loop = kind
+            for what in _MISSING_BY_LOOP.get(before, {}):
+                self.state.missing.pop(what, None)
+            for what, why in self.reader.missing.items():
+                self.state.set_missing(what, why)
 
     def _learn_fd_origins(self, sample) -> None:
         """Origins of open fds whose open record we never read (opened before we attached, or
@@ -178,3 +196,87 @@ def attach(pid: int, syscalls: bool = False, cpu_share: float | None = None) -> 
     reader = open_reader(pid, DASHBOARD_CPU_SHARE if cpu_share is None else cpu_share)
     from .samplers import default_samplers
     return LiveSource(pid, reader, default_samplers(pid, reader, syscalls=syscalls))
+
+
+class WorkersSource:
+    """A pre-fork service watched through its master's pid: one worker at a time (``w`` in the
+    dashboard moves to the next), the worker list found again every few refreshes so a worker
+    the master starts in place of one that died shows up (diag.workers says how workers are
+    found). When the watched worker exits, the next live one is watched."""
+
+    REDISCOVER_POLLS = 2
+
+    def __init__(self, master: int, pids: list[int], make_source, note: str = ""):
+        self.master = master
+        self.pids = list(pids)
+        self.make_source = make_source       # pid -> a LiveSource (attach)
+        self.note = note
+        self.index = 0
+        self.current = make_source(self.pids[0])
+        self._polls = 0
+        self.ended = False
+        self.description = self._describe()
+
+    def _describe(self) -> str:
+        return (f"pid {self.current.pid}, worker {self.index + 1} of {len(self.pids)} "
+                f"of pid {self.master}")
+
+    def _rediscover(self) -> None:
+        from diag import workers
+        try:
+            found = workers.find(self.master).pids
+        except CoroscopeError:               # the master is gone: keep the workers we know
+            found = [p for p in self.pids if process_alive(p)]
+        if found:
+            self.pids = found
+        if self.current.pid in self.pids:
+            self.index = self.pids.index(self.current.pid)
+
+    def _switch(self, index: int) -> None:
+        if not self.pids:
+            return
+        index %= len(self.pids)
+        try:
+            source = self.make_source(self.pids[index])
+        except CoroscopeError:
+            return
+        self.current.close()
+        self.current, self.index = source, index
+        self.description = self._describe()
+
+    def next_worker(self) -> None:
+        self._rediscover()
+        self._switch(self.index + 1)
+
+    def pump(self) -> None:
+        self.current.pump()
+
+    def poll(self) -> LiveSnapshot:
+        self._polls += 1
+        if self._polls % self.REDISCOVER_POLLS == 0 or self.current.ended:
+            self._rediscover()
+            if self.current.ended:
+                live = [i for i, p in enumerate(self.pids) if p != self.current.pid]
+                if live:
+                    self._switch(live[-1])       # the newest: the one that replaced it
+        snap = self.current.poll()
+        self.ended = self.current.ended and not process_alive(self.master)
+        workers = ", ".join(str(p) for p in self.pids)
+        snap.source = self.description
+        snap.target.note = "; ".join(filter(None, [
+            snap.target.note, f"workers of pid {self.master}: {workers} (w: next worker)"]))
+        return snap
+
+    def close(self) -> None:
+        self.current.close()
+
+
+def attach_service(pid: int, worker: int | None = None, syscalls: bool = False):
+    """``attach(pid)``, or a WorkersSource when pid is a pre-fork master (diag.workers)."""
+    from diag import workers
+    if pid <= 0:
+        raise CoroscopeError(f"{pid} is not a process id")
+    found = workers.find(pid, worker)
+    if len(found.pids) == 1:
+        return attach(found.pids[0], syscalls=syscalls)
+    return WorkersSource(pid, found.pids, lambda p: attach(p, syscalls=syscalls), found.note)

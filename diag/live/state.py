@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from diag.model.live import (
     STEP_BUCKETS_US, FdRow, FdStats, HotPath, HotPaths, LiveSnapshot, LoopStats,
-    NeverAwaited, RequestStats, Series, SlowStep, STEP_BUCKET_LABELS, TargetInfo, TaskRow,
+    NeverAwaited, RequestStats, RouteRow, Series, SlowStep, STEP_BUCKET_LABELS, TargetInfo, TaskRow,
 )
 
 from runtime.probefile import WAKE_FIRST, WAKE_SELF, WAKE_WOKEN
@@ -32,6 +32,9 @@ from . import events as ev
 
 SERIES_S = 120        # seconds of history in every per-second series
 WINDOW_S = 10         # seconds the "window" latency figures cover
+MAX_ROUTES = 200      # request names kept apart; past that they are counted under OTHER_ROUTES
+OTHER_ROUTES = "(other names)"
+ROUTE_LATENCIES = 1000   # a name's latency figures are over its last this many requests
 KEEP_DONE = 50        # finished tasks kept for display
 KEEP_SLOW = 50        # slow steps kept
 KEEP_FD_SAMPLES = 60  # fd-count samples kept per kind
@@ -126,6 +129,14 @@ def _percentile(sorted_values: list[int], q: float) -> int:
     return sorted_values[index]
 
 
+class _Route:
+    __slots__ = ("ended", "latencies_ns")
+
+    def __init__(self):
+        self.ended = 0
+        self.latencies_ns: deque[int] = deque(maxlen=ROUTE_LATENCIES)
+
+
 class LiveState:
     def __init__(self, target: TargetInfo | None = None, source: str = ""):
         self.target = target or TargetInfo()
@@ -133,7 +144,9 @@ class LiveState:
         self.tasks: dict[int, _Task] = {}
         self.done: OrderedDict[int, _Task] = OrderedDict()   # oldest finished first
         self.requests_open: dict[int, int] = {}              # request id -> begin ns
+        self.request_open_names: dict[int, str] = {}         # request id -> name at begin
         self.requests_total = 0
+        self.routes: dict[str, _Route] = {}                  # name -> requests of that name
         self.seconds: OrderedDict[int, _Second] = OrderedDict()
         self._now_second = -1                                # the newest bucket, for step_begin
         self._now_bucket = _Second()
@@ -283,21 +296,37 @@ class LiveState:
                                   task.coro if task else ""))
 
     def _on_request_begin(self, e: ev.RequestBegin) -> None:
-        self.request_begin(e.ts_ns, e.request_id)
+        self.request_begin(e.ts_ns, e.request_id, e.name)
 
-    def request_begin(self, ts_ns: int, request_id: int) -> None:
+    def request_begin(self, ts_ns: int, request_id: int, name: str = "") -> None:
         self.requests_open[request_id] = ts_ns
+        if name:
+            self.request_open_names[request_id] = name
 
     def _on_request_end(self, e: ev.RequestEnd) -> None:
-        self.request_end(e.ts_ns, e.request_id)
+        self.request_end(e.ts_ns, e.request_id, e.name)
 
-    def request_end(self, ts_ns: int, request_id: int) -> None:
+    def request_end(self, ts_ns: int, request_id: int, name: str = "") -> None:
         begin = self.requests_open.pop(request_id, None)
+        begun_as = self.request_open_names.pop(request_id, "")
         self.requests_total += 1
         bucket = self._second(ts_ns)
         bucket.requests += 1
-        if begin is not None:
-            bucket.latencies_ns.append(max(0, ts_ns - begin))
+        latency = max(0, ts_ns - begin) if begin is not None else None
+        if latency is not None:
+            bucket.latencies_ns.append(latency)
+        name = name or begun_as
+        if name:
+            route = self.routes.get(name)
+            if route is None:
+                if len(self.routes) >= MAX_ROUTES:
+                    name = OTHER_ROUTES
+                    route = self.routes.get(name)
+                if route is None:
+                    route = self.routes[name] = _Route()
+            route.ended += 1
+            if latency is not None:
+                route.latencies_ns.append(latency)
 
     def _on_loop_iteration(self, e: ev.LoopIteration) -> None:
         self.loop_iteration(e.ts_ns, e.poll_ns, e.ncallbacks)
@@ -511,7 +540,22 @@ class LiveState:
             window_p99_ms=_percentile(window, 0.99) / 1e6,
             window_max_ms=(window[-1] if window else 0) / 1e6,
             syscalls_per_request=dict(self.syscalls), syscalls_note=self.syscalls_note,
+            by_name=self._routes(),
         )
+
+    def _routes(self) -> list[RouteRow]:
+        in_flight: dict[str, int] = {}
+        for name in self.request_open_names.values():
+            in_flight[name] = in_flight.get(name, 0) + 1
+        rows = []
+        for name in self.routes.keys() | in_flight.keys():
+            route = self.routes.get(name)
+            lat = sorted(route.latencies_ns) if route else []
+            rows.append(RouteRow(name, route.ended if route else 0, in_flight.get(name, 0),
+                                 _percentile(lat, 0.50) / 1e6, _percentile(lat, 0.99) / 1e6,
+                                 (lat[-1] if lat else 0) / 1e6))
+        rows.sort(key=lambda r: (-r.ended, -r.in_flight, r.name))
+        return rows
 
     def _loop(self, now: int) -> LoopStats:
         span = self._span(now)

@@ -74,6 +74,17 @@ class Series:
 
 
 @dataclass
+class RouteRow:
+    """Requests of one name ("GET /items/{n}"): a web framework's route, or a runtime.request."""
+    name: str
+    ended: int = 0               # since the source was attached
+    in_flight: int = 0
+    p50_ms: float = 0.0          # over its last ROUTE_LATENCIES requests (diag.live.state)
+    p99_ms: float = 0.0
+    max_ms: float = 0.0
+
+
+@dataclass
 class RequestStats:
     total: int = 0               # requests ended since the source was attached
     in_flight: int = 0
@@ -86,6 +97,7 @@ class RequestStats:
     window_max_ms: float = 0.0
     syscalls_per_request: dict[str, float] = field(default_factory=dict)   # name -> mean count
     syscalls_note: str = ""      # why syscalls_per_request is empty, when it is
+    by_name: list[RouteRow] = field(default_factory=list)   # most ended first
 
 
 @dataclass

@@ -75,6 +75,18 @@ class Hint:
 
 
 @dataclass
+class RouteCost:
+    """Direct counts of the requests of one name ("GET /items/{n}"), over those of its requests
+    that made a syscall in the window (a request that made none is not seen by the counter) and
+    began inside it (one that began before had calls the counter did not see)."""
+
+    name: str
+    requests: int
+    per_request: float                 # all syscalls / requests
+    by_name: dict[str, float]          # syscall -> calls / requests, most first
+
+
+@dataclass
 class PerRequest:
     """Direct counts: syscalls made while a request was current on the calling thread."""
 
@@ -104,4 +116,5 @@ class SyscallReport:
     hints: list[Hint]
     cannot_attribute: str | None # what this backend does not attribute, in one sentence
     notes: list[str] = field(default_factory=list)  # fallbacks taken, target exited early, ...
+    by_route: list[RouteCost] = field(default_factory=list)  # per request name, most requests first
     complete: bool = True        # False when the target exited before the window ended

@@ -18,6 +18,7 @@ from ..model.syscalls import (
     NameRow,
     PerRequest,
     RequestCost,
+    RouteCost,
     SyscallReport,
 )
 from .counts import LOOP, POLL_LIKE, READ_LIKE, REQUEST, UNATTRIBUTED, Cell, RawCounts, errno_name
@@ -152,5 +153,32 @@ def build_report(raw: RawCounts, *, target: str, pid: int | None, loop: str | No
         notes=list(raw.notes),
         complete=raw.complete,
     )
+    if per_request is not None:
+        report.by_route = route_costs(raw)
     report.hints = find_hints(report)
     return report
+
+
+MAX_ROUTES = 50
+
+
+def route_costs(raw: RawCounts) -> list[RouteCost]:
+    """Direct counts per request name, over the named requests that made a syscall, leaving
+    out those that began before counting did (their first calls were not counted)."""
+    calls_by_route: dict[str, dict[str, int]] = {}
+    requests_by_route: dict[str, int] = {}
+    for (kind, ident), names in raw.cells.items():
+        if kind != REQUEST or ident in raw.requests_begun_before:
+            continue
+        route = raw.request_names.get(ident) or "(unnamed)"
+        requests_by_route[route] = requests_by_route.get(route, 0) + 1
+        calls = calls_by_route.setdefault(route, {})
+        for name, cell in names.items():
+            calls[name] = calls.get(name, 0) + cell.count
+    out = []
+    for route, n in sorted(requests_by_route.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_ROUTES]:
+        calls = calls_by_route[route]
+        out.append(RouteCost(
+            name=route, requests=n, per_request=sum(calls.values()) / n,
+            by_name={k: v / n for k, v in sorted(calls.items(), key=lambda kv: (-kv[1], kv[0]))}))
+    return out

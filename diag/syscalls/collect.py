@@ -205,6 +205,7 @@ class Window:
     view: object = None
     baseline: int = 0
     opened_late: bool = False  # first opened after the target ran a while (--pid)
+    counting_from_ns: int = 0  # monotonic ns from which calls are counted (--pid), 0: from the start
 
     def poll(self, counter=None) -> None:
         from .slots import NoProbeFile, ProbeView
@@ -224,6 +225,7 @@ class Window:
         """Count requests from now on (called once the counter is attached)."""
         if self.view is not None and self.opened_late:
             self.baseline = self.view.counters().get("requests_done", 0)
+            self.counting_from_ns = time.monotonic_ns()
 
     def fill(self, raw: RawCounts) -> None:
         if self.view is None:
@@ -231,6 +233,8 @@ class Window:
         self.view.follow_requests()
         raw.requests_done = self.view.counters().get("requests_done", 0) - self.baseline
         raw.request_names.update(self.view.request_names)
+        raw.requests_begun_before = {rid for rid, ns in self.view.request_begun_ns.items()
+                                     if ns < self.counting_from_ns}
         for task, name in self.view.task_names.items():
             raw.bucket_names[(TASK, task)] = name
         raw.loop = self.view.header.loop_kind or None

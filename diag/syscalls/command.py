@@ -17,6 +17,9 @@ from .counts import REQUEST, TASK, THREAD
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pid", type=int, help="measure this running process")
+    parser.add_argument("--worker", type=int, metavar="PID",
+                        help="with --pid of a pre-fork master (gunicorn, uvicorn --workers, "
+                             "hypercorn): this worker (default: the first that serves)")
     parser.add_argument("--duration", type=float, default=None,
                         help="seconds to measure (default: 10 for --pid, until CMD exits otherwise)")
     parser.add_argument("--by", choices=(REQUEST, TASK, THREAD), default=REQUEST,
@@ -37,6 +40,14 @@ def _command(args) -> list[str] | None:
     if cmd and cmd[0] == "--":
         cmd = cmd[1:]
     return cmd or None
+
+
+def _serving_pid(pid: int, worker: int | None) -> int:
+    from .. import workers
+    chosen, note = workers.one(pid, worker)
+    if note:
+        print(f"coroscope: {note}", file=sys.stderr)
+    return chosen
 
 
 def save_json(path: str, obj) -> None:
@@ -60,6 +71,9 @@ def main(args) -> int:
 
     from .collect import collect
     from .render import make_console, print_compare, print_report
+
+    if args.pid is not None:
+        args.pid = _serving_pid(args.pid, args.worker)
 
     console = make_console()
     if args.compare:

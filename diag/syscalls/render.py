@@ -72,6 +72,18 @@ def report_renderable(report: SyscallReport) -> Group:
         )
     parts.append(table)
 
+    if report.by_route:
+        routes = Table(title="per request, by name", title_justify="left", show_edge=False,
+                       pad_edge=False)
+        routes.add_column("name")
+        routes.add_column("requests", justify="right")
+        routes.add_column("syscalls/req", justify="right")
+        routes.add_column("per request")
+        for r in report.by_route[:20]:
+            routes.add_row(r.name, str(r.requests), f"{r.per_request:.2f}",
+                           ", ".join(f"{n} {c:.2f}" for n, c in list(r.by_name.items())[:6]))
+        parts.append(routes)
+
     if report.top_requests:
         top = Table(title="most expensive requests", title_justify="left", show_edge=False, pad_edge=False)
         top.add_column("request", justify="right")

@@ -53,6 +53,7 @@ class ProbeView:
     base: int                                   # where the target mapped the file
     next_seq: int = 1                           # next ring record to read for request names
     request_names: dict[int, str] = field(default_factory=dict)
+    request_begun_ns: dict[int, int] = field(default_factory=dict)   # monotonic ns of its begin
     task_names: dict[int, str] = field(default_factory=dict)   # task id -> "name (coroutine)"
     records_lost: int = 0
 
@@ -113,9 +114,12 @@ class ProbeView:
                 return                                         # being written: next time
             if status == pf.READ_LOST:
                 self.records_lost += 1
-            elif rec[1] == pf.Rec.REQUEST_BEGIN:
+            elif rec[1] == pf.Rec.REQUEST_BEGIN or (rec[1] == pf.Rec.REQUEST_END and rec[8]):
+                # an end record with a name renames the request (its route, found by routing)
                 f = dict(zip(_RECORD_NAMES, rec))
                 self.request_names[f["request"]] = pf.read_string(self.mm, layout, f["b"])
+                if rec[1] == pf.Rec.REQUEST_BEGIN:
+                    self.request_begun_ns[f["request"]] = f["ns"]
             elif rec[1] == pf.Rec.TASK_CREATE:
                 f = dict(zip(_RECORD_NAMES, rec))
                 name = pf.read_string(self.mm, layout, f["b"]) or (f"Task-{f['e']}" if f["e"] else "")

@@ -1,0 +1,68 @@
+"""What the start-up hook does in a Python process whose environment asks for coroscope.
+
+coroscope switches itself on from the environment, the way coverage.py measures subprocesses and
+opentelemetry-instrument instruments a server: ``COROSCOPE_TRACE=1 uvicorn app:app``, a gunicorn
+master and every worker it forks, ``python app.py``, a subprocess of a test. The distribution
+installs ``coroscope-startup.pth`` into site-packages; Python runs the one line in it in every
+process of that environment, before any user code. The line looks at four variables and, only if
+one is set, imports this module and calls ``run()``. With none set the cost is compiling that
+line and one set test: no import of coroscope, nothing else (``benchmarks/startup.py``).
+
+``run()`` does, in order, what each variable asks:
+
+    COROSCOPE_LOOP      runtime | uvloop | asyncio: the event loop policy (runtime.install_from_env)
+    COROSCOPE_TRACE     the probe (runtime.tracing), stock loops' tracepoints (diag.instrument),
+                        and requests marked in the web servers the process imports
+                        (diag.autoinstrument: uvicorn, hypercorn, aiohttp)
+    COROSCOPE_FDTRACK   where every fd was opened (diag.fds.fdtrack)
+    COROSCOPE_SAMPLER   the in-process await sampler (diag.flame.sampler)
+
+The loop policy goes first because the tracer and the instrument look at it. A hook that fails
+says so in one line on stderr and the program runs on without it: a diagnosis tool must not stop
+the service it diagnoses. ``run()`` is idempotent, because a process can reach it twice: through
+the .pth and through ``diag/bootstrap/sitecustomize.py``, which coroscope still puts on the
+PYTHONPATH of targets it starts so that an interpreter without coroscope installed (another venv,
+the system Python with this checkout on its path) is switched on the same way.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+VARIABLES = ("COROSCOPE_TRACE", "COROSCOPE_LOOP", "COROSCOPE_FDTRACK", "COROSCOPE_SAMPLER")
+
+# (variable that switches it on, module, function), in the order they must run.
+HOOKS = (
+    ("COROSCOPE_LOOP", "runtime", "install_from_env"),
+    ("COROSCOPE_TRACE", "runtime.tracing", "enable_from_env"),
+    ("COROSCOPE_TRACE", "diag.instrument", "install_from_env"),
+    ("COROSCOPE_TRACE", "diag.autoinstrument", "install_from_env"),
+    ("COROSCOPE_FDTRACK", "diag.fds.fdtrack", "install_from_env"),
+    ("COROSCOPE_SAMPLER", "diag.flame.sampler", "install_from_env"),
+)
+
+# The line Python runs from the .pth file (it must start with "import" to be executed). Python
+# compiles it at every start, and compiling is most of what it costs (callgrind: some 0.5 M
+# instructions, 1.5% of a bare `python -c pass`; benchmarks/startup.py), so it is the shortest
+# form of the test found: posix.environ is the environment as the process got it, bytes keys,
+# no encoding and no KeyError per lookup as os.environ has.
+PTH_LINE = ("import posix;posix.environ.keys().isdisjoint((b'COROSCOPE_TRACE',b'COROSCOPE_LOOP',"
+            "b'COROSCOPE_FDTRACK',b'COROSCOPE_SAMPLER'))or __import__('diag.bootstrap.startup')"
+            ".bootstrap.startup.run()\n")
+
+_ran = False
+
+
+def run() -> None:
+    global _ran
+    if _ran:
+        return
+    _ran = True
+    for variable, module_name, function in HOOKS:
+        if not os.environ.get(variable):
+            continue
+        try:
+            getattr(importlib.import_module(module_name), function)()
+        except Exception as exc:  # noqa: BLE001 - the target must run on whatever happens here
+            print(f"coroscope: {module_name}.{function} failed in the target: {exc!r}", file=sys.stderr)
