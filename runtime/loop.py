@@ -130,8 +130,8 @@ class Loop(unix_events._UnixSelectorEventLoop):
         # hook did not switch on (an interpreter without coroscope installed)
         if not TRACE.on and os.environ.get("COROSCOPE_TRACE"):
             tracing.enable_from_env(loop_kind="runtime")
-        if TRACE.on:
-            tracing.writer().set_loop_kind("runtime")
+        if TRACE.on and (probe := tracing.writer()) is not None:
+            probe.set_loop_kind("runtime")
         super().__init__(EpollPoller())
 
     # -- the wakeup eventfd and the signal socketpair ---------------------------------------

@@ -26,6 +26,7 @@ from ..capabilities import require
 from .web_services import Service, ended_request_names
 
 SERVERS = ["uvicorn", "hypercorn", "aiohttp", "gunicorn"]
+PRE_FORK = ("gunicorn", "gunicorn-aiohttp")
 ITEMS, MISSES = 20, 3
 SIZE = (140, 45)
 
@@ -50,12 +51,12 @@ def serving(svc: Service, count: int | None = None, timeout: float = 30.0) -> li
         time.sleep(0.1)
 
 
-@pytest.mark.parametrize("service", SERVERS, indirect=True)
+@pytest.mark.parametrize("service", [*SERVERS, "gunicorn-aiohttp"], indirect=True)
 def test_requests_are_marked_with_route_names_and_no_code_change(service):
     statuses = service.get([f"/items/{i}" for i in range(ITEMS)] + [f"/missing/{i}" for i in range(MISSES)])
     assert statuses == [200] * ITEMS + [404] * MISSES
-    pids = serving(service, 2 if service.server == "gunicorn" else 1)
-    if service.server in ("gunicorn", "hypercorn"):
+    pids = serving(service, 2 if service.server in PRE_FORK else 1)
+    if service.server in (*PRE_FORK, "hypercorn"):
         assert service.pid not in pids, "the master serves nothing; its workers do"
     names = ended_request_names(pids, ITEMS + MISSES)
     # one name per route, never one per id; a path no route matched is one name too
@@ -108,7 +109,7 @@ LOOPS = {"uvicorn": "uvloop", "hypercorn": "asyncio", "aiohttp": "asyncio", "gun
 @sync
 async def test_top_shows_requests_by_route_name(service):
     await asyncio.to_thread(service.get, ["/items/1"])     # a worker is up and its loop named
-    pids = serving(service, 2 if service.server == "gunicorn" else 1)
+    pids = serving(service, 2 if service.server in PRE_FORK else 1)
     source = attach_service(service.pid)
     watched = source.current.pid if isinstance(source, WorkersSource) else source.pid
     assert watched in pids                  # a master's pid given: one of its workers watched
@@ -164,7 +165,7 @@ def _syscalls_under_wrk(target_pid: int, port: int, tmp_path, extra=()) -> dict:
 def test_syscalls_per_request_by_route_under_wrk(service, tmp_path):
     require("bcc", "wrk")
     service.get(["/items/1"])
-    serving(service, 2 if service.server == "gunicorn" else 1)
+    serving(service, 2 if service.server in PRE_FORK else 1)
     report = _syscalls_under_wrk(service.pid, service.port, tmp_path)
     (route,) = [r for r in report["by_route"] if r["name"] == "GET /items/{n}"]
     assert route["requests"] > 100
@@ -172,3 +173,38 @@ def test_syscalls_per_request_by_route_under_wrk(service, tmp_path):
     assert "GET /items/{n}" in report["_stdout"]
     if service.server in ("gunicorn", "hypercorn"):     # the master's pid was given
         assert report["pid"] in workers.find(service.pid).pids and report["pid"] != service.pid
+
+
+@pytest.mark.parametrize("service", ["gunicorn"], indirect=True)
+@sync
+async def test_top_follows_a_worker_the_master_replaces(service):
+    import os
+    import signal
+    before = serving(service, 2)
+    source = attach_service(service.pid)
+    assert isinstance(source, WorkersSource)
+    app = DashboardApp(source, auto_refresh=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+r")
+        await pilot.pause()
+        victim = source.current.pid
+        os.kill(victim, signal.SIGKILL)           # as the OOM killer would
+        survivor = next(p for p in before if p != victim)
+
+        def replaced():
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                now = workers.find(service.pid).pids
+                if victim not in now and len(now) == 2:
+                    return now
+                time.sleep(0.1)
+            raise AssertionError("gunicorn started no worker in place of the one killed")
+        after = await asyncio.to_thread(replaced)
+        (newcomer,) = set(after) - {survivor}
+        for _ in range(WorkersSource.REDISCOVER_POLLS):
+            await pilot.press("ctrl+r")
+            await pilot.pause()
+        assert victim not in source.pids and newcomer in source.pids, source.pids
+        assert source.current.pid in after       # it moved off the dead worker by itself
+        status = str(app.query_one("#status", Static).render())
+        assert f"pid {source.current.pid}, worker" in status, status

@@ -40,6 +40,9 @@ def command(server: str, port: int, app: str = "fastapi_items") -> list[str]:
     if server == "gunicorn":
         return [str(BIN / "gunicorn"), "-k", "uvicorn.workers.UvicornWorker", "-w", "2",
                 "-b", f"127.0.0.1:{port}", f"{app}:app"]
+    if server == "gunicorn-aiohttp":
+        return [str(BIN / "gunicorn"), "-k", "aiohttp.GunicornWebWorker", "-w", "2",
+                "-b", f"127.0.0.1:{port}", "aiohttp_items:make_app"]
     raise ValueError(server)
 
 

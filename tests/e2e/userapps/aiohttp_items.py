@@ -13,3 +13,8 @@ def init(argv):
     app = web.Application()
     app.router.add_get("/items/{n}", item)
     return app
+
+
+async def make_app():
+    """For gunicorn's aiohttp worker: `gunicorn -k aiohttp.GunicornWebWorker aiohttp_items:make_app`."""
+    return init([])
