@@ -25,6 +25,11 @@ def configure(parser) -> None:
     parser.add_argument("--load", default="http",
                         help="http (GET / on the port the service prints), echo (64-byte TCP "
                              "echo), a URL, or a load command ({host} {port} {url} are filled in)")
+    parser.add_argument("--path", action="append", metavar="PATH",
+                        help="a path to GET (repeat for several; the load and the exact-syscalls "
+                             "phase go round them), e.g. --path /items/7")
+    parser.add_argument("--startup-timeout", type=float, default=30.0, metavar="S",
+                        help="seconds the service may take to listen (default 30)")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds of load per run (default 5)")
     parser.add_argument("--connections", type=int, default=50, help="concurrent connections (default 50)")
     parser.add_argument("--loop", action="append", choices=["runtime", "asyncio", "uvloop"],
@@ -77,9 +82,24 @@ def summary_lines(report: DoctorReport) -> list[str]:
     return lines
 
 
+def service_name(command: list[str]) -> str:
+    """What to call a run of a command with no loop asked for: the server (uvicorn, gunicorn),
+    or for ``python [-m] X``, the module or script X."""
+    first = Path(command[0]).name
+    if not first.startswith("python"):
+        return first
+    rest = command[1:]
+    for i, part in enumerate(rest):
+        if part == "-m" and i + 1 < len(rest):
+            return rest[i + 1]
+        if not part.startswith("-"):
+            return Path(part).name
+    return first
+
+
 def run_doctor(command: list[str], loops: list[str | None], duration: float, load: str,
                connections: int, output: str, json_path: str | None = None,
-               progress=lambda line: None) -> DoctorReport:
+               progress=lambda line: None, paths: list[str] | None = None) -> DoctorReport:
     from .diagnose import diagnose
     from .findings import find
     from .report_html import render
@@ -89,9 +109,9 @@ def run_doctor(command: list[str], loops: list[str | None], duration: float, loa
     expanded = expand_command(command)
     runs = []
     for loop in loops:
-        label = loop or Path(expanded[-1] if len(expanded) > 1 else expanded[0]).name
+        label = loop or service_name(expanded)
         progress(f"diagnosing on {loop or 'the program’s own loop'}")
-        runs.append(diagnose(label, expanded, loop, duration, load, connections, progress))
+        runs.append(diagnose(label, expanded, loop, duration, load, connections, progress, paths))
     report = DoctorReport(
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         target=shlex.join([Path(expanded[0]).name, *expanded[1:]]), load=load,
@@ -120,7 +140,21 @@ def main(args) -> int:
         output = args.output or "out/doctor-report.html"
     if duration <= 0 or duration > 600:
         raise CoroscopeError("--duration must be between 0 and 600 seconds")
+    for path in args.path or []:
+        if not path.startswith("/"):
+            raise CoroscopeError(f"--path {path}: give a path that starts with /, e.g. --path /items/7")
+    from . import target as target_module
+    target_module.STARTUP_TIMEOUT = args.startup_timeout
     report = run_doctor(command, loops, duration, args.load, args.connections, output, args.json,
-                        progress=lambda line: print(f"... {line}", file=sys.stderr, flush=True))
+                        progress=lambda line: print(f"... {line}", file=sys.stderr, flush=True),
+                        paths=args.path)
     print("\n".join(summary_lines(report)))
+    broken = [r for r in report.runs if not r.complete]
+    if broken:
+        why = next((n for n in broken[0].notes if n.startswith(("the run stopped early",
+                                                                "the service exited"))),
+                   "the run did not finish")
+        print(f"coroscope: error: {broken[0].label}: {why}; the report has what was gathered",
+              file=sys.stderr)
+        return 1
     return 0

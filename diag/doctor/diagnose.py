@@ -92,8 +92,20 @@ def _latency_from_client(answer: dict, connections: int, duration: float) -> Lat
                         answer["p90_ms"], answer["p99_ms"], answer["max_ms"])
 
 
+def load_paths(load: str, paths: list[str] | None) -> list[str]:
+    """What the load requests: the --path values, else a --load URL's path, else "/"."""
+    if paths:
+        return list(paths)
+    if load.startswith(("http://", "https://")):
+        from urllib.parse import urlsplit
+        parts = urlsplit(load)
+        return [(parts.path or "/") + (f"?{parts.query}" if parts.query else "")]
+    return ["/"]
+
+
 def diagnose(label: str, command: list[str], loop: str | None, duration: float,
-             load: str = "http", connections: int = 50, progress=lambda line: None) -> Run:
+             load: str = "http", connections: int = 50, progress=lambda line: None,
+             paths: list[str] | None = None) -> Run:
     """Run ``command`` twice (see the module docstring) under load; return what was measured."""
     notes: list[str] = []
     flames: list[FlameGraph] = []
@@ -102,111 +114,67 @@ def diagnose(label: str, command: list[str], loop: str | None, duration: float,
               syscalls_per_request=None, fds_after_cycle=[], leaked_fds_per_cycle=None,
               warnings=[], slow_steps=0, scheduling_lag_ms=None, flames=flames, notes=notes)
     mode = "echo" if load == "echo" else "http"
-    _life_a(run, load, mode, duration, connections, progress)
-    _life_b(run, mode, min(duration, 2.0), connections, progress)
+    requested = load_paths(load, paths) if mode == "http" else None
+    _life_a(run, load, mode, duration, connections, progress, requested)
+    if run.complete:
+        _life_b(run, mode, min(duration, 2.0), connections, progress, requested)
     return run
 
 
-def _life_a(run: Run, load: str, mode: str, duration: float, connections: int, progress) -> None:
+def _statuses_note(answer: dict, what: str, notes: list[str]) -> None:
+    """A phase whose answers were not all 2xx/3xx: say which, as errors (never a crash)."""
+    bad = {code: n for code, n in (answer.get("statuses") or {}).items()
+           if not 200 <= int(code) < 400}
+    lost = answer.get("errors", 0) - sum(bad.values())
+    parts = [f"{n} answered {code}" for code, n in sorted(bad.items())]
+    if lost > 0:
+        parts.append(f"{lost} connection{'s' if lost != 1 else ''} lost")
+    if parts:
+        notes.append(f"errors in {what}: {', '.join(parts)} (of {answer.get('count', 0)} answered)")
+
+
+def _life_a(run: Run, load: str, mode: str, duration: float, connections: int, progress,
+            paths: list[str] | None) -> None:
     notes = run.notes
     with Target(run.command, loop=run.loop, trace=True) as target:
         run.pid = target.pid
-        progress(f"{run.label}: pid {target.pid} listening on {target.host}:{target.port}")
-        why_not = syscall_counting_unavailable()
-        counter = None if why_not else SyscallCounter(target.pid)
-        if why_not:
-            notes.append(f"syscalls per request: not available: {why_not}")
-        probe = _ProbeWatcher(target.pid, notes)
-        tasks = TaskCounter(target.pid)
+        progress(f"{run.label}: pid {target.pid} listening on {target.url_host}:{target.port} "
+                 f"(found from {target.found_by})")
+        counter = probe = tasks = None
         latencies = []
         try:
-            with ProcSampler(target.pid) as sampler, LoadProcess(target.host, target.port,
-                                                                  mode=mode) as client:
-                # exact syscalls: warm, a closed connection first (see diag.check.runner)
+            with LoadProcess(target.host, target.port, mode=mode, paths=paths) as client:
+                # warm: a closed connection first (see diag.check.runner); a pre-fork service's
+                # workers are up and have served once when this returns
                 client.connect(1)
                 latencies.append(client.requests(10)["max_ms"])
                 client.close_connections()
-                client.connect(1)
-                latencies.append(client.requests(50)["max_ms"])
-                if counter is not None:
-                    counter.reset()
-                    answer = client.requests(WINDOW_REQUESTS)
-                    counts = counter.read()
-                    latencies.append(answer["max_ms"])
-                    if answer["count"]:
-                        run.syscalls_per_request = {
-                            name: round(n / answer["count"], 3) for name, n in
-                            sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))}
-                        run.syscalls_backend = counter.backend
-                client.close_connections()
-                progress(f"{run.label}: syscalls counted; leak cycles")
-                tasks.mark()
-                for _ in range(CYCLES):
-                    client.connect(1)
-                    latencies.append(client.requests(10)["max_ms"])
-                    client.close_connections()
-                    run.fds_after_cycle.append(settled_count(lambda: count_fds(target.pid)))
-                    if tasks.why_not is None:
-                        alive = settled_count(tasks.alive)
-                        if alive is not None:
-                            run.tasks_after_cycle.append(alive)
-                        tasks.poll()
-                fa = run.fds_after_cycle
-                run.leaked_fds_per_cycle = (fa[-1] - fa[0]) / (len(fa) - 1)
-                ta = run.tasks_after_cycle
-                if tasks.why_not is None and len(ta) >= 2:
-                    run.leaked_tasks_per_cycle = (ta[-1] - ta[0]) / (len(ta) - 1)
-                    if ta[-1] > ta[0]:
-                        run.leaked_task_survivors = tasks.survivors()
-                else:
-                    why = tasks.why_not or "fewer than 2 cycles were counted"
-                    notes.append(f"tasks leaked per cycle: not available: {why}")
-                # latency over time, on the built-in client
-                timed = max(1.0, duration / 2)
-                client.connect(connections)
-                answer = client.run(timed)
-                client.close_connections()
-                latencies.append(answer["max_ms"])
-                t0 = answer["timeline"][0]["t"] if answer["timeline"] else 0.0
-                run.latency_p50_ms = [TimePoint(round(b["t"] - t0, 3), b["p50_ms"]) for b in answer["timeline"]]
-                run.latency_p99_ms = [TimePoint(round(b["t"] - t0, 3), b["p99_ms"]) for b in answer["timeline"]]
-                run.latency = _latency_from_client(answer, connections, timed)
-                # the load phase proper, with the on-CPU profile taken from outside
-                progress(f"{run.label}: {duration:g} s of load")
-                flame_thread = _PySpyThread(target.pid, duration, notes)
-                custom = load not in ("http", "echo") and not load.startswith(("http://", "https://"))
-                if custom:
-                    _run_load_command(load, target, duration, notes)
-                elif mode == "http" and have_wrk():
-                    url = load if load != "http" else f"http://{target.host}:{target.port}/"
-                    try:
-                        wrk = run_wrk(url, connections, duration)
-                        run.latency = LatencyStats(
-                            "wrk", connections, duration, wrk.requests, wrk.requests_per_s,
-                            wrk.errors, wrk.percentiles_ms.get("50"), wrk.percentiles_ms.get("90"),
-                            wrk.percentiles_ms.get("99"), None)
-                    except LoadError as exc:
-                        notes.append(f"wrk: not available: {exc}")
-                else:
-                    if mode == "http":
-                        notes.append("wrk: not available: not installed; the built-in client drove the load")
-                    client.connect(connections)
-                    answer = client.run(duration)
-                    client.close_connections()
-                    run.latency = _latency_from_client(answer, connections, duration)
-                flame = flame_thread.join()
-                if flame is not None:
-                    run.flames.append(flame)
-            run.fds = [TimePoint(s.t, s.fds) for s in sampler.samples]
-            run.threads = [TimePoint(s.t, s.threads) for s in sampler.samples]
-        except (LoadError, FileNotFoundError, ProcessLookupError) as exc:
+                pids = target.serving_pids()
+                if pids != [target.pid]:
+                    notes.append(f"pid {target.pid} serves through worker processes "
+                                 f"{', '.join(map(str, pids))}: syscalls and fds are counted over "
+                                 f"all of them, tasks and loop warnings in {pids[0]}")
+                why_not = syscall_counting_unavailable()
+                counter = None if why_not else SyscallCounter(pids)
+                if why_not:
+                    notes.append(f"syscalls per request: not available: {why_not}")
+                probe = _ProbeWatcher(pids[0], notes)
+                tasks = TaskCounter(pids[0])
+                with ProcSampler(pids) as sampler:
+                    _exact_and_leaks(run, client, counter, tasks, pids, latencies)
+                    _timed_and_loaded(run, client, target, load, mode, duration, connections,
+                                      progress, latencies, paths)
+                run.fds = [TimePoint(s.t, s.fds) for s in sampler.samples]
+                run.threads = [TimePoint(s.t, s.threads) for s in sampler.samples]
+        except (LoadError, FileNotFoundError, ProcessLookupError, ConnectionError) as exc:
             run.complete = False
             notes.append(f"the run stopped early: {exc}")
         finally:
             if counter is not None:
                 counter.close()
-            tasks.close()
-            snapshot = probe.finish()
+            if tasks is not None:
+                tasks.close()
+            snapshot = probe.finish() if probe is not None else None
         worst = max((l for l in latencies if l is not None), default=None)
         if worst is not None and worst >= 150:
             run.warnings.append(("blocked-loop", f"a request waited {worst:.0f} ms: the event loop "
@@ -215,18 +183,117 @@ def _life_a(run: Run, load: str, mode: str, duration: float, connections: int, p
             _from_snapshot(run, snapshot)
         if not target.alive():
             run.complete = False
-            notes.append(f"the service exited with status {target.proc.returncode} during the run")
+            notes.append(f"the service exited with status {target.proc.returncode} during the run"
+                         + (f"; its last lines: {target.tail()}" if target.tail() else ""))
         target.stop()
         noise = [l.strip() for l in target.output if "Traceback" in l or "Error" in l]
         if noise:
             notes.append("the service printed: " + " | ".join(noise[:3]))
 
 
+def _exact_and_leaks(run: Run, client, counter, tasks, pids: list[int], latencies: list) -> None:
+    """Exact syscalls per request on one warm connection, then the leak cycles."""
+    client.connect(1)
+    latencies.append(client.requests(50)["max_ms"])
+    if counter is not None:
+        counter.reset()
+        answer = client.requests(WINDOW_REQUESTS)
+        counts = counter.read()
+        latencies.append(answer["max_ms"])
+        _statuses_note(answer, "the exact-syscalls phase", run.notes)
+        if answer["count"]:
+            run.syscalls_per_request = {
+                name: round(n / answer["count"], 3) for name, n in
+                sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))}
+            run.syscalls_backend = counter.backend
+    client.close_connections()
+    tasks.mark()
+    for _ in range(CYCLES):
+        client.connect(1)
+        latencies.append(client.requests(10)["max_ms"])
+        client.close_connections()
+        run.fds_after_cycle.append(settled_count(lambda: count_fds(pids)))
+        if tasks.why_not is None:
+            alive = settled_count(tasks.alive)
+            if alive is not None:
+                run.tasks_after_cycle.append(alive)
+            tasks.poll()
+    fa = run.fds_after_cycle
+    run.leaked_fds_per_cycle = (fa[-1] - fa[0]) / (len(fa) - 1)
+    ta = run.tasks_after_cycle
+    if tasks.why_not is None and len(ta) >= 2:
+        run.leaked_tasks_per_cycle = (ta[-1] - ta[0]) / (len(ta) - 1)
+        if ta[-1] > ta[0]:
+            run.leaked_task_survivors = tasks.survivors()
+    else:
+        why = tasks.why_not or "fewer than 2 cycles were counted"
+        run.notes.append(f"tasks leaked per cycle: not available: {why}")
+
+
+def _timed_and_loaded(run: Run, client, target, load: str, mode: str, duration: float,
+                      connections: int, progress, latencies: list, paths: list[str] | None) -> None:
+    """Latency over time on the built-in client, then the load phase proper with py-spy."""
+    notes = run.notes
+    timed = max(1.0, duration / 2)
+    client.connect(connections)
+    answer = client.run(timed)
+    client.close_connections()
+    _statuses_note(answer, "the timed phase", notes)
+    latencies.append(answer["max_ms"])
+    t0 = answer["timeline"][0]["t"] if answer["timeline"] else 0.0
+    run.latency_p50_ms = [TimePoint(round(b["t"] - t0, 3), b["p50_ms"]) for b in answer["timeline"]]
+    run.latency_p99_ms = [TimePoint(round(b["t"] - t0, 3), b["p99_ms"]) for b in answer["timeline"]]
+    run.latency = _latency_from_client(answer, connections, timed)
+    progress(f"{run.label}: {duration:g} s of load")
+    flame_thread = _PySpyThread(target.pid, duration, notes,
+                                subprocesses=target.serving_pids() != [target.pid])
+    custom = load not in ("http", "echo") and not load.startswith(("http://", "https://"))
+    if custom:
+        _run_load_command(load, target, duration, notes)
+    elif mode == "http" and have_wrk():
+        url = _wrk_url(load, target, paths)
+        if paths and len(paths) > 1:
+            notes.append(f"wrk requests one URL: {url} (the built-in client's phases went round "
+                         f"all {len(paths)} paths)")
+        try:
+            wrk = run_wrk(url, connections, duration)
+            run.latency = LatencyStats(
+                "wrk", connections, duration, wrk.requests, wrk.requests_per_s,
+                wrk.errors, wrk.percentiles_ms.get("50"), wrk.percentiles_ms.get("90"),
+                wrk.percentiles_ms.get("99"), None)
+            if wrk.errors:
+                notes.append(f"errors in the load phase: wrk counted {wrk.errors} of "
+                             f"{wrk.requests} requests as errors (non-2xx/3xx answers or "
+                             f"socket errors)")
+        except LoadError as exc:
+            notes.append(f"wrk: not available: {exc}")
+    else:
+        if mode == "http":
+            notes.append("wrk: not available: not installed; the built-in client drove the load")
+        client.connect(connections)
+        answer = client.run(duration)
+        client.close_connections()
+        _statuses_note(answer, "the load phase", notes)
+        run.latency = _latency_from_client(answer, connections, duration)
+    flame = flame_thread.join()
+    if flame is not None:
+        run.flames.append(flame)
+
+
+def _wrk_url(load: str, target, paths: list[str] | None) -> str:
+    if load.startswith(("http://", "https://")) and not paths:
+        from urllib.parse import urlsplit
+        if urlsplit(load).port:
+            return load
+    path = (paths or ["/"])[0]
+    return f"http://{target.url_host}:{target.port}{path if path.startswith('/') else '/' + path}"
+
+
 def _run_load_command(load: str, target, duration: float, notes: list[str]) -> None:
     """A load command of the user's: {host} {port} {url} filled in, stopped after the duration."""
     import shlex
     import subprocess
-    url = f"http://{target.host}:{target.port}/"
+    url = f"http://{target.url_host}:{target.port}/"
     try:
         cmd = [part.format(host=target.host, port=target.port, url=url) for part in shlex.split(load)]
     except (KeyError, ValueError) as exc:
@@ -256,9 +323,10 @@ def _from_snapshot(run: Run, snapshot) -> None:
 
 
 class _PySpyThread:
-    """py-spy record on the target for ``duration`` seconds, beside the load."""
+    """py-spy record on the target for ``duration`` seconds, beside the load (a pre-fork
+    master with its workers: ``subprocesses``)."""
 
-    def __init__(self, pid: int, duration: float, notes: list[str]):
+    def __init__(self, pid: int, duration: float, notes: list[str], subprocesses: bool = False):
         self.result = None
         self.pid = pid
         self.notes = notes
@@ -273,7 +341,7 @@ class _PySpyThread:
 
         def work():
             try:
-                self.result = pyspy.record(pid, duration, rate=200)
+                self.result = pyspy.record(pid, duration, rate=200, subprocesses=subprocesses)
             except Exception as exc:  # noqa: BLE001 - reported as a note
                 self.error = exc
 
@@ -294,7 +362,8 @@ class _PySpyThread:
         return _flame_from_profile(profile, "py-spy")
 
 
-def _life_b(run: Run, mode: str, duration: float, connections: int, progress) -> None:
+def _life_b(run: Run, mode: str, duration: float, connections: int, progress,
+            paths: list[str] | None = None) -> None:
     """The await flame graph: the in-process sampler in await mode, under a short load."""
     try:
         from diag.flame.fold import profile_from_sampler
@@ -309,13 +378,18 @@ def _life_b(run: Run, mode: str, duration: float, connections: int, progress) ->
                "COROSCOPE_SAMPLER_RATE": "100"}
         try:
             with Target(run.command, loop=run.loop, env_extra=env) as target:
-                with LoadProcess(target.host, target.port, mode=mode) as client:
+                with LoadProcess(target.host, target.port, mode=mode, paths=paths) as client:
                     client.connect(connections)
                     client.run(duration)
                     client.close_connections()
+                pids = target.serving_pids()
                 target.stop()
-                path = sampler_path(template, target.pid)
-                data = read_sampler_file(path)
+                # a pre-fork service: the worker that sampled the most (each writes its own file)
+                paths_written = [sampler_path(template, p) for p in pids
+                                 if os.path.exists(sampler_path(template, p))]
+                if not paths_written:
+                    raise OSError(f"no sampler file was written by pid {', '.join(map(str, pids))}")
+                data = read_sampler_file(max(paths_written, key=os.path.getsize))
         except (CoroscopeError, LoadError, OSError, ValueError) as exc:
             run.notes.append(f"await flame graph: not available: {exc}")
             return

@@ -18,7 +18,11 @@ Commands (child side, ``serve_commands``):
     {"op": "run", "duration": S}              requests on every connection until S seconds pass
     {"op": "close"}                           close every connection (the client side)
     {"op": "quit"}
-Answers carry ``count``, ``errors`` and, for request phases, the latency summary and timeline.
+Answers carry ``count`` (requests answered, whatever the status), ``errors`` (answers that are
+not 2xx or 3xx, and connections lost) and, for request phases, ``statuses`` (status code ->
+answers), the latency summary and the timeline. The requests are GETs of the paths the client
+was given (``--path`` / ``--load URL``), each connection going round them in turn; a 404 or a
+500 is an error counted in the answer, never the end of the phase.
 """
 from __future__ import annotations
 
@@ -36,14 +40,24 @@ REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: coroscope-load\r\n\
 TIMELINE_BUCKET_S = 0.1
 
 
+def http_request(path: str = "/", host: str = "127.0.0.1") -> bytes:
+    """One keep-alive GET of ``path`` (the path as given: a query string is kept)."""
+    if not path.startswith("/"):
+        path = "/" + path
+    return (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: coroscope-load\r\n\r\n"
+            .encode("latin-1"))
+
+
 # ----------------------------------------------------------------------------- child side
 
 class _Client(asyncio.Protocol):
-    """One keep-alive HTTP/1.1 connection with one request in flight at a time."""
+    """One keep-alive HTTP/1.1 connection with one request in flight at a time. A request's
+    answer is its status code, or 0 when the connection was lost first."""
 
-    request_bytes = REQUEST
+    requests_bytes = [REQUEST]
 
     def __init__(self):
+        self.next = 0
         self.transport = None
         self.buffer = bytearray()
         self.waiter: asyncio.Future | None = None
@@ -61,34 +75,39 @@ class _Client(asyncio.Protocol):
         length = int(match.group(1)) if match else 0
         if len(self.buffer) < end + 4 + length:
             return
-        status_ok = self.buffer.startswith(b"HTTP/1.1 200")
+        match = re.match(rb"HTTP/1\.[01] (\d{3})", self.buffer)
+        status = int(match.group(1)) if match else 0     # before the buffer moves under it
         del self.buffer[: end + 4 + length]
         if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(status_ok)
+            self.waiter.set_result(status)
 
     def connection_lost(self, exc):
         if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(False)
+            self.waiter.set_result(0)
         if not self.closed.done():
             self.closed.set_result(None)
 
-    async def request(self) -> bool:
+    async def request(self) -> int:
+        if self.transport is None or self.transport.is_closing():
+            return 0
         self.waiter = asyncio.get_running_loop().create_future()
-        self.transport.write(self.request_bytes)
+        requests = self.requests_bytes
+        self.transport.write(requests[self.next % len(requests)])
+        self.next += 1
         return await self.waiter
 
 
 class _EchoClient(_Client):
     """A TCP echo connection: a request is 64 bytes out and the same 64 bytes back."""
 
-    request_bytes = b"x" * 64
+    requests_bytes = [b"x" * 64]
 
     def data_received(self, data):
         self.buffer += data
-        if len(self.buffer) >= len(self.request_bytes):
-            del self.buffer[: len(self.request_bytes)]
+        if len(self.buffer) >= 64:
+            del self.buffer[:64]
             if self.waiter is not None and not self.waiter.done():
-                self.waiter.set_result(True)
+                self.waiter.set_result(200)
 
 
 def summarize(samples: list[tuple[float, float]]) -> dict:
@@ -119,9 +138,13 @@ def summarize(samples: list[tuple[float, float]]) -> dict:
 
 
 class _Driver:
-    def __init__(self, host: str, port: int, mode: str = "http"):
+    def __init__(self, host: str, port: int, mode: str = "http", paths: list[str] | None = None):
         self.host, self.port = host, port
-        self.client_class = _EchoClient if mode == "echo" else _Client
+        if mode == "echo":
+            self.client_class = _EchoClient
+        else:
+            requests = [http_request(p) for p in (paths or ["/"])]
+            self.client_class = type("_PathsClient", (_Client,), {"requests_bytes": requests})
         self.clients: list[_Client] = []
         self.t0 = time.perf_counter()  # timeline origin: the first command
 
@@ -139,28 +162,48 @@ class _Driver:
     async def _phase(self, per_connection: int | None, deadline: float | None) -> dict:
         samples: list[tuple[float, float]] = []
         errors = 0
+        statuses: dict[str, int] = {}
 
         async def one(client: _Client):
             nonlocal errors
-            done = 0
+            done = lost_in_a_row = 0
             while (per_connection is None or done < per_connection) and (
                     deadline is None or time.perf_counter() < deadline):
                 start = time.perf_counter()
-                ok = await client.request()
+                status = await client.request()
                 end = time.perf_counter()
-                done += 1
-                if ok:
-                    samples.append((start - self.t0, end - start))
-                else:
+                if not status:
+                    # the server closed the connection (as servers do after a 500): a client
+                    # opens another and asks again, as wrk does; one that keeps losing is done
                     errors += 1
-                    return
+                    lost_in_a_row += 1
+                    client = await self._replace(client) if lost_in_a_row <= 3 else None
+                    if client is None:
+                        return
+                    continue
+                done += 1
+                lost_in_a_row = 0
+                statuses[str(status)] = statuses.get(str(status), 0) + 1
+                samples.append((start - self.t0, end - start))
+                if not 200 <= status < 400:
+                    errors += 1
 
         started = time.perf_counter()
         await asyncio.gather(*(one(c) for c in self.clients))
         elapsed = time.perf_counter() - started
         return {"count": len(samples), "errors": errors, "elapsed_s": elapsed,
                 "requests_per_s": len(samples) / elapsed if elapsed > 0 else 0.0,
-                **summarize(samples)}
+                "statuses": statuses, **summarize(samples)}
+
+    async def _replace(self, client: _Client) -> _Client | None:
+        try:
+            _, fresh = await asyncio.get_running_loop().create_connection(
+                self.client_class, self.host, self.port)
+        except OSError:
+            return None
+        self.clients[self.clients.index(client)] = fresh
+        client.transport.close()
+        return fresh
 
     async def close(self) -> dict:
         clients, self.clients = self.clients, []
@@ -182,11 +225,11 @@ class _Driver:
         return {"error": f"unknown op {op!r}"}
 
 
-async def serve_commands(host: str, port: int, mode: str) -> None:
+async def serve_commands(host: str, port: int, mode: str, paths: list[str] | None = None) -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    driver = _Driver(host, port, mode)
+    driver = _Driver(host, port, mode, paths)
     while True:
         line = await reader.readline()
         if not line:
@@ -202,6 +245,7 @@ async def serve_commands(host: str, port: int, mode: str) -> None:
 
 def _child_main(argv: list[str]) -> int:
     host, port, mode = argv[0], int(argv[1]), (argv[2] if len(argv) > 2 else "http")
+    paths = json.loads(argv[3]) if len(argv) > 3 else None
     try:
         import uvloop
         new_loop = uvloop.new_event_loop
@@ -209,7 +253,7 @@ def _child_main(argv: list[str]) -> int:
         new_loop = asyncio.new_event_loop
     loop = new_loop()
     try:
-        loop.run_until_complete(serve_commands(host, port, mode))
+        loop.run_until_complete(serve_commands(host, port, mode, paths))
     finally:
         loop.close()
     return 0
@@ -224,10 +268,12 @@ class LoadError(Exception):
 class LoadProcess:
     """The built-in client in its own process; each method returns the child's answer."""
 
-    def __init__(self, host: str, port: int, mode: str = "http"):
-        """mode: "http" (GET / on keep-alive connections) or "echo" (64-byte messages)."""
+    def __init__(self, host: str, port: int, mode: str = "http", paths: list[str] | None = None):
+        """mode: "http" (GETs of ``paths``, default "/", on keep-alive connections) or "echo"
+        (64-byte messages)."""
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "diag.doctor.load", host, str(port), mode],
+            [sys.executable, "-m", "diag.doctor.load", host, str(port), mode,
+             json.dumps(list(paths or ["/"]))],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
             env={**os.environ, "PYTHONPATH": os.pathsep.join(
                 filter(None, [_project_root(), os.environ.get("PYTHONPATH")]))},

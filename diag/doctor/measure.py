@@ -23,8 +23,8 @@ _BPF_TEXT = r"""
 #include <uapi/linux/ptrace.h>
 BPF_HASH(counts, u32, u64, 1024);
 TRACEPOINT_PROBE(raw_syscalls, sys_enter) {
-    u64 pid_tgid = bpf_get_current_pid_tgid();
-    if ((pid_tgid >> 32) != TARGET_TGID)
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    if (!(TARGET_TGIDS))
         return 0;
     u32 nr = args->id;
     counts.increment(nr);
@@ -48,14 +48,18 @@ def syscall_counting_unavailable() -> str | None:
 
 
 class SyscallCounter:
-    """Counts every syscall the target process makes, by name, between ``reset`` and ``read``."""
+    """Counts every syscall the target makes, by name, between ``reset`` and ``read``. The
+    target is one process, or a pre-fork service's workers (each request is served by one of
+    them; counting all of them is counting the service)."""
 
     backend = "bpf (process-wide)"
 
-    def __init__(self, pid: int):
+    def __init__(self, pids: int | list[int]):
         from bcc import BPF
-        self.pid = pid
-        self.bpf = BPF(text=_BPF_TEXT.replace("TARGET_TGID", str(int(pid))))
+        self.pids = [int(pids)] if isinstance(pids, int) else [int(p) for p in pids]
+        self.pid = self.pids[0]
+        condition = " || ".join(f"tgid == {p}" for p in self.pids)
+        self.bpf = BPF(text=_BPF_TEXT.replace("TARGET_TGIDS", condition))
         self.counts = self.bpf["counts"]
 
     def total(self) -> int:
@@ -102,12 +106,15 @@ def syscall_name(nr: int) -> str:
     return f"syscall_{nr}" if name.startswith("[unknown") else name
 
 
-def count_fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
+def count_fds(pid: int | list[int]) -> int:
+    """Open fds of a process, or summed over a pre-fork service's workers."""
+    pids = [pid] if isinstance(pid, int) else pid
+    return sum(len(os.listdir(f"/proc/{p}/fd")) for p in pids)
 
 
-def count_threads(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/task"))
+def count_threads(pid: int | list[int]) -> int:
+    pids = [pid] if isinstance(pid, int) else pid
+    return sum(len(os.listdir(f"/proc/{p}/task")) for p in pids)
 
 
 def settled_count(read, timeout: float = 2.0, interval: float = 0.02, stable_reads: int = 4) -> int:
@@ -136,7 +143,7 @@ class Sample:
 class ProcSampler:
     """Samples the target's fd and thread counts from /proc on a thread of our own."""
 
-    def __init__(self, pid: int, interval: float = 0.1):
+    def __init__(self, pid: int | list[int], interval: float = 0.1):
         self.pid = pid
         self.interval = interval
         self.samples: list[Sample] = []

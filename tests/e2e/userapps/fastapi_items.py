@@ -21,3 +21,8 @@ async def stream(n: int):
             os.getppid()
             yield f"{i}\n".encode()
     return StreamingResponse(body())
+
+
+@app.get("/fail/{n}")
+async def fail(n: int):
+    raise RuntimeError(f"planted failure {n}")
