@@ -44,7 +44,8 @@ def service_name(pid: int) -> str:
     if exe.startswith("python"):
         args = argv[1:]
         while args and args[0].startswith("-") and args[0] not in ("-m", "-c"):
-            args = args[1:]                      # interpreter flags (-u, -X dev, ...)
+            # interpreter flags (-u, -X dev, -W error: the last two take a value)
+            args = args[2:] if args[0] in ("-X", "-W", "--check-hash-based-pycs") else args[1:]
         if len(args) >= 2 and args[0] == "-m":
             return args[1]
         if args and not args[0].startswith("-"):
