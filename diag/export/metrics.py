@@ -136,7 +136,13 @@ class Target:
 
     # ------------------------------------------------------------------ following the ring
     def follow(self) -> None:
-        """Fold what the ring holds now into the histograms, within the CPU budget."""
+        """Fold what the ring holds now into the histograms, within the CPU budget. Under the
+        target's lock: a scrape, or closing the reader, waits for one read at most."""
+        with self.lock:
+            if not self.gone:
+                self._follow()
+
+    def _follow(self) -> None:
         reader = self.reader
         cpu0 = time.thread_time()
         try:
@@ -149,19 +155,17 @@ class Target:
             if allowance is not None and backlog > allowance:
                 before = reader.next_seq
                 upto = written - allowance + 1
-                with self.lock:
-                    for first, data, marked in reader.skip(upto, _KEEP_WHEN_SKIPPING):
-                        for i in marked:
-                            self._fold(_LEAN.unpack_from(data, i * pf.RECORD_SIZE))
+                for _first, data, marked in reader.skip(upto, _KEEP_WHEN_SKIPPING):
+                    for i in marked:
+                        self._fold(_LEAN.unpack_from(data, i * pf.RECORD_SIZE))
                 scanned = reader.next_seq - before
             scan_cpu = time.thread_time() - cpu0
             decoded = 0
             runs = reader.poll_runs(allowance or (1 << 20))
-            with self.lock:
-                for _first, data in runs:
-                    for rec in _LEAN.iter_unpack(data):
-                        self._fold(rec)
-                    decoded += len(data) // pf.RECORD_SIZE
+            for _first, data in runs:
+                for rec in _LEAN.iter_unpack(data):
+                    self._fold(rec)
+                decoded += len(data) // pf.RECORD_SIZE
         except (ValueError, OSError):        # the mapping went away under us: the target is gone
             self.gone = True
             return
@@ -240,6 +244,7 @@ class FleetCollector:
             for pid, t in list(self.targets.items()):
                 if not t.alive():
                     with t.lock:
+                        t.gone = True
                         t.close()
                     del self.targets[pid]
                     self.exited = (self.exited + [pid])[-MAX_EXITED_SHOWN:]
@@ -255,15 +260,16 @@ class FleetCollector:
             with self.lock:
                 targets = list(self.targets.values())
             for t in targets:
-                if not t.gone:
-                    t.follow()
+                t.follow()
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
         with self.lock:
             for t in self.targets.values():
-                t.close()
+                with t.lock:
+                    t.gone = True
+                    t.close()
             self.targets.clear()
 
     # ------------------------------------------------------------------ a scrape
