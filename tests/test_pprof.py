@@ -109,7 +109,9 @@ def test_pyspy_thread_frames_become_thread_labels():
     profile = profile_from_collapsed({
         ("thread (4242): MainThread", "main (/a.py:1)", "f (/a.py:2)"): 3.0,
         ("thread (4243)", "worker (/a.py:9)"): 2.0,
+        ("thread (4242)", "main (/a.py:1)", "g (/a.py:3)"): 1.0,    # py-spy missed the name
     }, "cpu", "py-spy")
     got = {tuple(s.frames): s.labels for s in profile.stacks}
     assert got == {("main (/a.py:1)", "f (/a.py:2)"): {"thread": "MainThread"},
+                   ("main (/a.py:1)", "g (/a.py:3)"): {"thread": "MainThread"},
                    ("worker (/a.py:9)",): {"thread": "4243"}}

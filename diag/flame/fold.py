@@ -90,13 +90,14 @@ def _labels(task: str, request: str) -> tuple[tuple[str, str], ...]:
     return tuple((k, v) for k, v in (("task", task), ("request", request)) if v != NONE)
 
 
-def thread_label(frame: str) -> str | None:
+def thread_label(frame: str, names: dict[str, str] | None = None) -> str | None:
     """The thread a py-spy ``--threads`` root frame names (``thread (TID)`` or ``thread (TID):
-    NAME``): its name when py-spy knows one, else its kernel tid; None for any other frame."""
+    NAME``): its name when py-spy knows one (here or, ``names``, in another of its frames: it
+    does not always read it), else its kernel tid; None for any other frame."""
     m = _THREAD_FRAME.match(frame)
     if not m:
         return None
-    return m.group("name") or m.group("tid")
+    return m.group("name") or (names or {}).get(m.group("tid")) or m.group("tid")
 
 
 def profile_from_sampler(data: SamplerData, mode: str, by: str | None = None,
@@ -138,11 +139,13 @@ def profile_from_collapsed(stacks: dict[tuple[str, ...], float], mode: str, back
     py-spy's ``--threads`` becomes the stack's ``thread`` label; ``labels`` gives the labels
     of stacks read from a file that has them (pprof)."""
     acc: dict[tuple, float] = {}
+    names = {m.group("tid"): m.group("name") for m in
+             (_THREAD_FRAME.match(st[0]) for st in stacks if st) if m and m.group("name")}
     for stack, weight in stacks.items():
         if not stack or weight <= 0:
             continue
         stack_labels = dict(labels.get(stack, {})) if labels else {}
-        thread = thread_label(stack[0])
+        thread = thread_label(stack[0], names)
         if thread is not None:
             stack_labels["thread"] = thread
             stack = stack[1:]
