@@ -24,6 +24,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                      help="a traced process to export (repeat for several)")
     who.add_argument("--all", action="store_true",
                      help="every traced process on this host, found again at each scrape")
+    parser.add_argument("--syscalls", action="store_true",
+                        help="also syscalls per request, a histogram by syscall (root, bcc; costs "
+                             "the target a tracepoint per syscall)")
     parser.add_argument("--profile-to", metavar="URL",
                         help="push a cpu profile (pprof) of each process to this Pyroscope server")
     parser.add_argument("--profile-every", type=float, default=10.0, metavar="S",
@@ -48,7 +51,7 @@ def main(args: argparse.Namespace) -> int:
         if pid <= 0:
             raise CoroscopeError(f"--pid {pid} is not a process id")
     host, port = parse_listen(args.listen)
-    collector = FleetCollector(None if args.all else list(args.pid))
+    collector = FleetCollector(None if args.all else list(args.pid), syscalls=args.syscalls)
     try:
         server = MetricsServer(collector, host, port)
     except CoroscopeError:

@@ -120,6 +120,20 @@ class Target:
         self._timers: OrderedDict[int, int] = OrderedDict()
         self.budget = ReadBudget(EXPORTER_CPU_SHARE)
         self.gone = False
+        self.syscalls = None                   # SyscallHistograms, with --syscalls
+
+    def count_syscalls(self) -> None:
+        from .syscalls import SyscallHistograms
+        self.syscalls = SyscallHistograms(self.pid, self.active_requests)
+
+    def active_requests(self) -> list[int]:
+        with self.lock:
+            if self.gone:
+                return []
+            try:
+                return [slot.request for slot in self.reader.threads() if slot.request]
+            except (ValueError, OSError):
+                return []
 
     @classmethod
     def open(cls, pid: int) -> "Target | None":
@@ -209,6 +223,8 @@ class Target:
             self.never_awaited += 1
 
     def close(self) -> None:
+        if self.syscalls is not None:
+            self.syscalls.close()
         self.reader.close()
 
 
@@ -225,8 +241,9 @@ class FleetCollector:
 
     FOLLOW_INTERVAL_S = 0.1
 
-    def __init__(self, pids: list[int] | None = None):
+    def __init__(self, pids: list[int] | None = None, syscalls: bool = False):
         self.wanted = pids
+        self.syscalls = syscalls
         self.targets: dict[int, Target] = {}
         self.exited: list[int] = []            # pids that exited while exported, oldest first
         self.lock = threading.Lock()
@@ -245,7 +262,7 @@ class FleetCollector:
                 if not t.alive():
                     with t.lock:
                         t.gone = True
-                        t.close()
+                    t.close()
                     del self.targets[pid]
                     self.exited = (self.exited + [pid])[-MAX_EXITED_SHOWN:]
             candidates = self.wanted if self.wanted is not None else traced_pids()
@@ -254,6 +271,8 @@ class FleetCollector:
                     t = Target.open(pid)
                     if t is not None:
                         self.targets[pid] = t
+                        if self.syscalls:
+                            t.count_syscalls()
 
     def _follow_loop(self) -> None:
         while not self._stop.wait(self.FOLLOW_INTERVAL_S):
@@ -269,7 +288,7 @@ class FleetCollector:
             for t in self.targets.values():
                 with t.lock:
                     t.gone = True
-                    t.close()
+                t.close()
             self.targets.clear()
 
     # ------------------------------------------------------------------ a scrape
@@ -288,6 +307,11 @@ class FleetCollector:
                            f"alive with a probe; start one with COROSCOPE_TRACE=1)")
         for pid in exited:
             out.append(f"# coroscope: pid {pid} exited; its series ended")
+        with self.lock:
+            for t in self.targets.values():
+                if t.syscalls is not None and t.syscalls.problem:
+                    out.append(f"# coroscope: no syscalls per request for pid {t.pid}: "
+                               f"{t.syscalls.problem}")
         return out
 
     def collect(self):
@@ -342,8 +366,14 @@ class FleetCollector:
                                    "before the exporter read them", labels=names)
         skipped = CounterMetricFamily("coroscope_probe_records_skipped", "Ring records passed "
                                       "over unread to stay within the CPU budget", labels=names)
+        syscalls = HistogramMetricFamily("coroscope_request_syscalls", "Syscalls each finished "
+                                         "request made, by syscall (eBPF, --syscalls)",
+                                         labels=names + ["syscall"])
         for t in targets:
             lab = _labels(t)
+            if t.syscalls is not None:
+                for name, (buckets, total) in sorted(t.syscalls.snapshot().items()):
+                    syscalls.add_metric(lab + [name], buckets, total)
             try:
                 values = pf.read_counters(t.reader.mm, t.reader.layout)
                 kinds = count_kinds(t.pid)
@@ -371,5 +401,5 @@ class FleetCollector:
             lost.add_metric(lab, lost_n)
             skipped.add_metric(lab, skipped_n)
         families = [info, *gauges.values(), *counter_families.values(), *hists.values(),
-                    request_hist, fds, warnings, lost, skipped]
+                    request_hist, syscalls, fds, warnings, lost, skipped]
         yield from (f for f in families if f.samples)     # no target: an empty text

@@ -290,3 +290,43 @@ def test_a_port_in_use_is_one_line():
 def test_a_bad_listen_address_is_one_line(listen):
     r = run([PY, "-m", "diag.cli", "export", "--listen", listen, "--pid", "1"], cwd=ROOT)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--listen" in r.stderr
+
+
+# ------------------------------------------------------------------ --syscalls
+def _syscall_series(text: str, pid: int, syscall: str) -> dict[str, float]:
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("coroscope_request_syscalls") and f'syscall="{syscall}"' in line \
+                and f'pid="{pid}"' in line:
+            name, value = line.rsplit(" ", 1)
+            key = name.split("{")[0].rsplit("_", 1)[1]
+            if key == "bucket":
+                key = "le=" + name.split('le="')[1].split('"')[0]
+            out[key] = float(value)
+    return out
+
+
+def test_syscalls_per_request_are_exact_histograms():
+    require("root", "bcc")
+    service = Service()
+    exporter = Exporter("--pid", str(service.pid), "--syscalls")
+    try:
+        service.connect(1)
+        deadline = time.monotonic() + 120
+        while not _syscall_series(exporter.metrics(), service.pid, "sendto"):
+            assert time.monotonic() < deadline, exporter.metrics()
+            service.send(0, 1)                     # until the counter is attached
+            time.sleep(0.2)
+        before = _syscall_series(exporter.metrics(), service.pid, "sendto")
+        service.send(0, 500)
+        while (now := _syscall_series(exporter.metrics(), service.pid, "sendto"))["count"] \
+                < before["count"] + 500:
+            assert time.monotonic() < deadline, now
+            time.sleep(0.2)
+        # each echo request is one sendto (its recv happens before the request begins)
+        assert now["count"] - before["count"] == 500
+        assert now["sum"] - before["sum"] == 500
+        assert now["le=1.0"] - before["le=1.0"] == 500 and now["le=0.0"] == before["le=0.0"]
+    finally:
+        exporter.stop()
+        service.stop()
