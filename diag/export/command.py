@@ -50,6 +50,9 @@ def main(args: argparse.Namespace) -> int:
     for pid in args.pid or []:
         if pid <= 0:
             raise CoroscopeError(f"--pid {pid} is not a process id")
+    if args.profile_to:
+        from .push import check_url
+        check_url(args.profile_to)
     host, port = parse_listen(args.listen)
     collector = FleetCollector(None if args.all else list(args.pid), syscalls=args.syscalls)
     try:

@@ -63,12 +63,16 @@ def multipart(data: bytes) -> tuple[bytes, str]:
     return body, f"multipart/form-data; boundary={boundary}"
 
 
+def check_url(url: str) -> None:
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise CoroscopeError(f"--profile-to {url}: give the server's http(s) URL")
+
+
 class Pusher:
     def __init__(self, url: str, every_s: float = 10.0, rate: float = 100.0,
                  max_queue: int = 32, backoff_max_s: float = 30.0, warn=None):
-        parsed = urllib.parse.urlparse(url)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise CoroscopeError(f"--profile-to {url}: give the server's http(s) URL")
+        check_url(url)
         self.url = url
         self.every_s = every_s
         self.rate = rate

@@ -330,3 +330,9 @@ def test_syscalls_per_request_are_exact_histograms():
     finally:
         exporter.stop()
         service.stop()
+
+
+def test_a_profile_url_that_is_not_http_is_one_line():
+    r = run([PY, "-m", "diag.cli", "export", "--pid", "1", "--profile-to", "ftp://x"], cwd=ROOT)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--profile-to" in r.stderr
+    assert r.stdout == ""                      # refused before listening
