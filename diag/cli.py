@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "top": ("dashboards.command", "the live dashboard of a running process"),
     "doctor": ("diag.doctor.command", "diagnose a service under load and write a report"),
     "check": ("diag.check.command", "CI gate: budgets and baselines for syscalls, leaks, warnings"),
+    "export": ("diag.export.command", "Prometheus /metrics and Pyroscope profile push for traced processes"),
 }
 
 

@@ -6,7 +6,7 @@
 # tests that need a missing tool skip with a reason (and fail under CI=true).
 set -euo pipefail
 
-PACKAGES=(bpfcc-tools python3-bpfcc libbpfcc linux-headers-amd64 gdb binutils wrk strace tmux chromium procps)
+PACKAGES=(bpfcc-tools python3-bpfcc libbpfcc linux-headers-amd64 gdb binutils wrk strace tmux chromium procps prometheus golang-go protobuf-compiler golang-github-google-pprof-dev)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -20,8 +20,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   echo "coroscope: installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt-get -o DPkg::Lock::Timeout=600 update -qq
+  apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 # bcc compiles its programs against the running kernel's headers. Kernels built outside Debian

@@ -1,4 +1,5 @@
-"""What this machine can do, for tests that need root, bcc, gdb, py-spy, wrk or Chromium.
+"""What this machine can do, for tests that need root, bcc, gdb, py-spy, wrk, Chromium,
+Prometheus or go tool pprof.
 
 A test that needs a capability calls ``require("bcc")``: without it the test skips with the
 reason, except under ``CI=true``, where a missing capability is a failure (CI machines have
@@ -15,6 +16,7 @@ import sys
 import pytest
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+PPROF_PROTO = "/usr/share/gocode/src/github.com/google/pprof/proto/profile.proto"
 
 
 @functools.cache
@@ -49,6 +51,16 @@ def _check(name: str) -> str | None:
         return None if shutil.which("strace") else "strace is not installed"
     if name == "objcopy":
         return None if shutil.which("objcopy") else "objcopy (binutils) is not installed"
+    if name == "prometheus":
+        return None if shutil.which("prometheus") else "prometheus is not installed (make setup)"
+    if name == "go":
+        return None if shutil.which("go") else "go (golang-go, for go tool pprof) is not installed"
+    if name == "pprof-proto":
+        if not shutil.which("protoc"):
+            return "protoc (protobuf-compiler) is not installed"
+        if not os.path.exists(PPROF_PROTO):
+            return f"{PPROF_PROTO} (golang-github-google-pprof-dev) is not installed"
+        return None
     if name == "chromium":
         return None if shutil.which("chromium") else "chromium is not installed"
     if name == "ptrace":

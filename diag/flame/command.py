@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from diag.errors import CoroscopeError, TargetGone
-from diag.model.base import write_json_atomic, write_text_atomic
+from diag.model.base import write_bytes_atomic, write_json_atomic, write_text_atomic
 from diag.model.flame import MODES, FlameProfile
 
 from . import fold, formats, pyspy
@@ -29,7 +29,7 @@ from .sampler import (ENV_MODE, ENV_PATH, ENV_RATE, SamplerData, SamplerFileErro
                       read_sampler_file, sampler_path)
 
 EXTENSIONS = {"svg": ".svg", "html": ".html", "speedscope": ".speedscope.json",
-              "collapsed": ".collapsed.txt", "json": ".json"}
+              "collapsed": ".collapsed.txt", "json": ".json", "pprof": ".pb.gz"}
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 LEAD_BOOTSTRAP = PROJECT_ROOT / "diag" / "bootstrap"
 
@@ -102,6 +102,8 @@ def output_format(args) -> str:
             return fmt
     if out.endswith((".txt", ".folded", ".collapsed")):
         return "collapsed"
+    if out.endswith((".pprof", ".pb")):
+        return "pprof"
     return "svg"
 
 
@@ -338,6 +340,9 @@ def write_profile(profile: FlameProfile, fmt: str, output: str) -> None:
         write_text_atomic(output, json.dumps(formats.to_speedscope(profile)) + "\n")
     elif fmt == "collapsed":
         write_text_atomic(output, formats.to_collapsed(profile))
+    elif fmt == "pprof":
+        from . import pprof
+        write_bytes_atomic(output, pprof.encode(profile))
     elif fmt == "html":
         write_text_atomic(output, formats.render_html(profile))
     else:

@@ -18,12 +18,14 @@ was stepping, or the task whose await chain it is); with ``--by request`` with
 from __future__ import annotations
 
 import os
+import re
 
 from diag.model.flame import FlameProfile, StackCount, split_frame
 
 from .sampler import NONE, SamplerData
 
 LOOP_FRAME = "[event loop]"
+_THREAD_FRAME = re.compile(r"^thread \((?P<tid>\d+)\)(?:: (?P<name>.+))?$")
 
 # Path fragments of files whose frames are the event loop's machinery.
 _LOOP_FILES = (
@@ -84,6 +86,20 @@ def _root(by: str | None, task: str, request: str) -> tuple[str, ...]:
     return ()
 
 
+def _labels(task: str, request: str) -> tuple[tuple[str, str], ...]:
+    return tuple((k, v) for k, v in (("task", task), ("request", request)) if v != NONE)
+
+
+def thread_label(frame: str, names: dict[str, str] | None = None) -> str | None:
+    """The thread a py-spy ``--threads`` root frame names (``thread (TID)`` or ``thread (TID):
+    NAME``): its name when py-spy knows one (here or, ``names``, in another of its frames: it
+    does not always read it), else its kernel tid; None for any other frame."""
+    m = _THREAD_FRAME.match(frame)
+    if not m:
+        return None
+    return m.group("name") or (names or {}).get(m.group("tid")) or m.group("tid")
+
+
 def profile_from_sampler(data: SamplerData, mode: str, by: str | None = None,
                          keep_loop_frames: bool = False, target: str = "") -> FlameProfile:
     """Build the profile for ``mode`` from an in-process sampler snapshot.
@@ -103,7 +119,7 @@ def profile_from_sampler(data: SamplerData, mode: str, by: str | None = None,
             continue
         if kind == "thread" and not keep_loop_frames:
             stack = fold_loop_frames(stack)
-        key = _root(by, task, request) + tuple(stack)
+        key = (_labels(task, request), _root(by, task, request) + tuple(stack))
         acc[key] = acc.get(key, 0.0) + weight
     notes = []
     if by == "request" and all(r == NONE for (_k, _t, r, _s) in data.counts):
@@ -111,20 +127,34 @@ def profile_from_sampler(data: SamplerData, mode: str, by: str | None = None,
                      "runtime.request(); stock asyncio programs have none)")
     return FlameProfile(
         mode=mode, backend="sampler", unit="microseconds" if mode == "cpu" else "samples",
-        stacks=[StackCount(list(k), w) for k, w in sorted(acc.items())],
+        stacks=[StackCount(list(k), w, dict(labels)) for (labels, k), w in sorted(acc.items())],
         rate_hz=data.rate, duration_s=round(data.elapsed, 3), target=target, by=by,
         complete=data.final, notes=notes)
 
 
 def profile_from_collapsed(stacks: dict[tuple[str, ...], float], mode: str, backend: str,
-                           keep_loop_frames: bool = False, **kw) -> FlameProfile:
-    """Build a profile from collapsed stacks (py-spy raw output, or a file)."""
-    acc: dict[tuple[str, ...], float] = {}
+                           keep_loop_frames: bool = False, labels: dict | None = None,
+                           unit: str = "samples", **kw) -> FlameProfile:
+    """Build a profile from collapsed stacks (py-spy raw output, or a file). A root frame of
+    py-spy's ``--threads`` becomes the stack's ``thread`` label; ``labels`` gives the labels
+    of stacks read from a file that has them (pprof)."""
+    acc: dict[tuple, float] = {}
+    names = {m.group("tid"): m.group("name") for m in
+             (_THREAD_FRAME.match(st[0]) for st in stacks if st) if m and m.group("name")}
     for stack, weight in stacks.items():
         if not stack or weight <= 0:
             continue
+        stack_labels = dict(labels.get(stack, {})) if labels else {}
+        thread = thread_label(stack[0], names)
+        if thread is not None:
+            stack_labels["thread"] = thread
+            stack = stack[1:]
+            if not stack:
+                continue
         if not keep_loop_frames:
             stack = fold_loop_frames(stack)
-        acc[stack] = acc.get(stack, 0.0) + weight
-    return FlameProfile(mode=mode, backend=backend, unit="samples",
-                        stacks=[StackCount(list(k), w) for k, w in sorted(acc.items())], **kw)
+        key = (tuple(sorted(stack_labels.items())), stack)
+        acc[key] = acc.get(key, 0.0) + weight
+    return FlameProfile(mode=mode, backend=backend, unit=unit,
+                        stacks=[StackCount(list(k), w, dict(lab))
+                                for (lab, k), w in sorted(acc.items())], **kw)

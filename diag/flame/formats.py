@@ -4,6 +4,8 @@
   flamegraph.pl, inferno, speedscope and friends all read it.
 - speedscope: the "sampled" profile of speedscope's file format (checked against the schema in
   tests/data); with ``--by`` one extra profile per root, so each task/request is its own tab.
+- pprof: a gzipped profile.proto with sample labels, for go tool pprof, Pyroscope, Parca
+  (``diag.flame.pprof``, encoded with the protobuf library).
 - svg / html: a flame graph drawn here, self-contained (no network): a click on a frame zooms
   to it, the search box highlights matching frames and sums their share, hovering shows the
   weight and share. The numbers are laid out in Python (the model's weights); the script only
@@ -17,8 +19,10 @@ import json
 
 from diag.model.flame import FlameProfile, StackCount, split_frame
 
+from . import pprof
+
 SPEEDSCOPE_SCHEMA_URL = "https://www.speedscope.app/file-format-schema.json"
-FORMATS = ("svg", "html", "speedscope", "collapsed", "json")
+FORMATS = ("svg", "html", "speedscope", "collapsed", "json", "pprof")
 
 
 class FormatError(ValueError):
@@ -112,12 +116,19 @@ def parse_speedscope(data: dict, origin: str = "input") -> dict[tuple[str, ...],
 
 
 def read_stacks(path: str) -> dict[tuple[str, ...], float]:
-    """Stacks from a collapsed, speedscope or coroscope-JSON file (the format is sniffed)."""
+    """Stacks from a collapsed, speedscope, coroscope-JSON or pprof file (the format is
+    sniffed: pprof files are gzipped, or raw protobuf that is not UTF-8)."""
+    with open(path, "rb") as f:
+        raw = f.read()
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise FormatError(f"{path}: not a text file") from None
+        text = None
+    if text is None or raw[:2] == pprof.GZIP_MAGIC:
+        try:
+            return pprof.read_stacks(raw, path)[0]
+        except pprof.PprofError as exc:
+            raise FormatError(str(exc)) from None
     stripped = text.lstrip()
     if stripped.startswith("{"):
         try:

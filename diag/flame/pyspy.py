@@ -15,6 +15,8 @@ at the price of seeing threads only. The flags, and why:
   the asyncio echo server at 100 Hz: 23% fewer reads (strace), py-spy's own CPU ~7.5% -> ~6%
   of a core. Shares per function are the same; flame graph boxes are per function, as in
   Brendan Gregg's. ``--lines`` (``lines=True``) asks for the running line again.
+- ``--threads``: each stack starts with a ``thread (TID): NAME`` frame, which the folding
+  turns into the stack's ``thread`` label (a pprof sample label) and drops from the frames.
 - not ``--gil``: it would halve the reads (only the thread holding the GIL is walked) but
   drops on-CPU time spent in C with the GIL released (TLS, compression, hashing), which is CPU
   time a cpu-mode profile must show.
@@ -133,7 +135,7 @@ def record_command(pid: int, output: str, rate: float = 100, idle: bool = False,
                    subprocesses: bool = False) -> list[str]:
     """The py-spy command line coroscope runs (the overhead benchmark runs exactly this)."""
     cmd = [pyspy_executable(), "record", "--pid", str(pid), "--format", "raw", "-o", output,
-           "--full-filenames", "--rate", str(int(rate))]
+           "--full-filenames", "--threads", "--rate", str(int(rate))]
     if not lines:
         cmd.append("--function")
     if idle:

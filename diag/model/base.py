@@ -27,11 +27,16 @@ def to_jsonable(obj: Any) -> Any:
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` so that readers see the old file or the whole new one, never a part."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` so that readers see the old file or the whole new one, never a part."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         # mkstemp makes the file owner-only; a report is as readable as any file the user writes
         umask = os.umask(0)
         os.umask(umask)

@@ -39,6 +39,9 @@ def function_of(frame: str) -> str:
 class StackCount:
     frames: list[str]          # root first; never empty
     weight: float              # > 0
+    # what the samples were taken in, where known: "task" (name), "request" (id), "thread"
+    # (name or kernel tid); pprof carries them as sample labels, the graphs ignore them
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -118,7 +121,8 @@ class FlameProfile:
     @classmethod
     def from_json(cls, data: dict) -> "FlameProfile":
         data = dict(data)
-        data["stacks"] = [StackCount(frames=list(s["frames"]), weight=s["weight"])
+        data["stacks"] = [StackCount(frames=list(s["frames"]), weight=s["weight"],
+                                     labels=dict(s.get("labels") or {}))
                           for s in data.get("stacks", [])]
         return cls(**data)
 

@@ -1,0 +1,1 @@
+"""``coroscope export``: Prometheus metrics and continuous pprof profiles of traced processes."""
