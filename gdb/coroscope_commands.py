@@ -7,10 +7,12 @@ inferior.
 from __future__ import annotations
 
 import json
+import re
 
 import gdb
 
 import coroscope_format as fmt
+import coroscope_dwarf
 import coroscope_layouts as layouts
 from coroscope_memory import Memory, Unreadable
 from coroscope_objects import Objects
@@ -24,9 +26,23 @@ FORCE_TABLE = {"on": False}  # `coro layout table` turns DWARF off (for checking
 def python_version(memory: Memory) -> tuple[int, int]:
     addr = symbol_address("Py_Version")
     if addr is None:
+        # Before 3.11 there is no Py_Version; the interpreter's file name still says which it is.
+        older = version_from_file_names()
+        if older is not None:
+            raise layouts.UnsupportedVersion(
+                f"CPython {older[0]}.{older[1]} is not supported (supported: {layouts.supported_text()})")
         raise NotPython("no Py_Version symbol: not CPython 3.11+ (or its symbols are not loaded)")
     hexversion = memory.u64(addr) & 0xFFFFFFFF
     return (hexversion >> 24, (hexversion >> 16) & 0xFF)
+
+
+def version_from_file_names() -> tuple[int, int] | None:
+    """(3, 10) from a loaded libpython3.10.so or python3.10 executable, or None."""
+    for objfile in gdb.objfiles():
+        m = re.search(r"(?:^|/)(?:lib)?python(\d)\.(\d+)", objfile.filename or "")
+        if m:
+            return int(m.group(1)), int(m.group(2))
+    return None
 
 
 def snapshot() -> Process:
@@ -41,7 +57,7 @@ def snapshot() -> Process:
         raise NotPython("not a Python process: no _PyRuntime symbol in the program or its libraries")
     memory = Memory(inferior)
     version = python_version(memory)
-    layout = layouts.load(version, use_dwarf=not FORCE_TABLE["on"])
+    layout = layouts.load(version, measure=None if FORCE_TABLE["on"] else coroscope_dwarf.offset)
     reset_caches()
     proc = Process(Objects(memory, layout), runtime)
     proc.layout = layout
