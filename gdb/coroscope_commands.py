@@ -12,6 +12,7 @@ import re
 import gdb
 
 import coroscope_format as fmt
+import coroscope_debug_offsets as debug_offsets
 import coroscope_dwarf
 import coroscope_layouts as layouts
 from coroscope_memory import Memory, Unreadable
@@ -58,6 +59,8 @@ def snapshot() -> Process:
     memory = Memory(inferior)
     version = python_version(memory)
     layout = layouts.load(version, measure=None if FORCE_TABLE["on"] else coroscope_dwarf.offset)
+    # 3.13+: what the interpreter publishes about itself must agree with what we will read by.
+    layout.published = debug_offsets.check(memory.read, runtime, layouts.table_for(version), layout.off)
     reset_caches()
     proc = Process(Objects(memory, layout), runtime)
     proc.layout = layout
@@ -74,6 +77,8 @@ def document(proc: Process) -> dict:
         "format": "coroscope-bt/1",
         "python": "%d.%d" % proc.layout.version,
         "layout": proc.layout.describe(),
+        "runtime": f"{proc.runtime:#x}",
+        "debug_offsets_agreeing": proc.layout.published,
         "live": proc.live,
         "threads": [{"ident": t["ident"], "native_id": t["native_id"]} for t in proc.threads],
         "tasks": tasks,
@@ -102,7 +107,7 @@ def _run(body):
         body()
     except NotPython as exc:
         raise gdb.GdbError(f"coroscope: {exc}") from None
-    except layouts.UnsupportedVersion as exc:
+    except (layouts.UnsupportedVersion, debug_offsets.Mismatch) as exc:
         raise gdb.GdbError(f"coroscope: {exc}") from None
     except Unreadable as exc:
         raise gdb.GdbError(f"coroscope: cannot read the interpreter state: {exc}") from None
@@ -226,6 +231,8 @@ Usage: coro layout [table | auto]"""
                 FORCE_TABLE["on"] = arg.strip() == "table"
             proc = snapshot()
             gdb.write(proc.layout.describe() + "\n")
+            if proc.layout.published:
+                gdb.write(f"  published _Py_DebugOffsets: {proc.layout.published} offsets agree\n")
             for type_name, source in sorted(proc.layout.sources.items()):
                 gdb.write(f"  {type_name}: {source}\n")
         _run(body)

@@ -181,6 +181,7 @@ class Layout:
         self.off = off
         self.const = const
         self.sources = sources
+        self.published = 0  # offsets the interpreter publishes that were checked and agree (3.13+)
 
     def describe(self) -> str:
         kinds = sorted(set(self.sources.values()))
