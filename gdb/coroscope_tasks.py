@@ -209,6 +209,10 @@ class Process:
             n = self.task_fields(task)["name_obj"]
             if n and self.py.kind(n) == "str":
                 return self.py.str(n, 200)
+            if n and self.py.kind(n) == "int":
+                # 3.12+ keeps the task counter until the name is asked for (Task.get_name()
+                # then formats it the same way).
+                return f"Task-{self.py.int(n)}"
             return self.py.repr(n) if n else ""
         except Unreadable:
             return f"<unreadable at {task:#x}>"

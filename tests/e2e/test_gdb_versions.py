@@ -137,3 +137,64 @@ def test_a_core_whose_published_offsets_disagree_gives_one_line(live313, core313
         f"with the layout: PyThreadState.current_frame: ours {ours}, published {ours + 8} "
         f"(thread_state.current_frame)")
     assert r.stdout == ""
+
+
+EAGER_TARGET = r'''
+import asyncio, json, os, threading, time
+
+async def suspended(event):
+    await event.wait()                                     # eager:suspended
+
+async def finished():
+    return 1
+
+async def blocker():
+    print(json.dumps({"pid": os.getpid(), "tid": threading.get_native_id()}), flush=True)
+    time.sleep(3600)                                       # eager:blocker
+
+async def main():
+    loop = asyncio.get_running_loop()
+    loop.set_task_factory(asyncio.eager_task_factory)
+    event = asyncio.Event()
+    keep = [asyncio.create_task(suspended(event), name=f"eager-{i}") for i in range(3)]
+    done = asyncio.create_task(finished(), name="eager-finished")
+    assert done.done()                                     # finished inside create_task
+    asyncio.create_task(blocker(), name="eager-blocker")   # its first step never ends
+
+asyncio.run(main())
+'''
+
+
+def eager_line(tag: str) -> int:
+    return next(i for i, text in enumerate(EAGER_TARGET.splitlines(), 1) if f"# eager:{tag}" in text)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="eager tasks exist from CPython 3.12")
+def test_eager_tasks_are_found(tmp_path):
+    """Suspended eager tasks (in _scheduled_tasks once they suspend), one in its eager first
+    step (only in _eager_tasks), and none for a task that finished inside create_task."""
+    require("gdb", "ptrace")
+    script = tmp_path / "eager_target.py"
+    script.write_text(EAGER_TARGET)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        info = __import__("json").loads(proc.stdout.readline())
+        from diag.backtrace.gdbrun import collect_document
+        doc = collect_document(pid=info["pid"])
+    finally:
+        proc.kill()
+        proc.wait()
+    # create_task names a task after the factory returns, so the blocker, still in its first
+    # step, has the default name (3.12+ keeps only the counter: main is 1, then 2-6).
+    names = sorted(t["name"] for t in doc["tasks"])
+    assert names == ["Task-1", "Task-6", "eager-0", "eager-1", "eager-2"]
+    tasks = {t["name"]: t for t in doc["tasks"]}
+    tasks["eager-blocker"] = tasks.pop("Task-6")
+    for i in range(3):
+        t = tasks[f"eager-{i}"]
+        assert t["state"] == "pending" and t["awaiting"]["kind"] == "event"
+        assert (Path(t["frames"][0]["file"]).name, t["frames"][0]["line"]) == (script.name, eager_line("suspended"))
+    blocked = tasks["eager-blocker"]
+    assert blocked["state"] == "running"
+    assert blocked["awaiting"] == {"kind": "running", "thread": info["tid"]}
+    assert [(f["function"], f["line"]) for f in blocked["frames"]] == [("blocker", eager_line("blocker"))]
