@@ -143,6 +143,8 @@ class Process:
     def task_addresses(self) -> list[int]:
         if not self.asyncio_module:
             return []
+        if self.c["ASYNCIO_TASK_SOURCE"] != "module-sets":  # 3.14's per-thread lists: not yet
+            raise Unreadable(self.asyncio_module, "tasks kept where this reader does not look")
         out = []
         # 3.11: _all_tasks; 3.12 and 3.13: _scheduled_tasks (weak) and _eager_tasks (strong).
         for name in self.c["ASYNCIO_TASK_WEAKSETS"]:
