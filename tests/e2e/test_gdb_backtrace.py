@@ -336,6 +336,8 @@ def test_same_result_without_debug_info(target, live_doc, tmp_path):
     result = run_gdb(cmd, 120)
     version = "%d.%d" % sys.version_info[:2]
     assert f"PyGenObject: table:{version}" in result.stdout and ": dwarf" not in result.stdout
+    published = re.search(r"published _Py_DebugOffsets: (\d+) offsets agree", result.stdout)
+    assert (published is not None) == (sys.version_info[:2] >= (3, 13))  # published from 3.13
     stripped = parse_document(result, "stripped")
     assert stripped["layout"] == f"CPython {version}, offsets from table:{version}"
     dwarf = {k: v for k, v in live_doc.items() if k not in ("layout", "memory_reads")}
