@@ -51,6 +51,7 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import sys
 
 # Logical field name -> (C type name, dotted member path) as spelt in CPython 3.11; a path of
 # None is the size of the type.  Every name used by the readers is here; a table must give a
@@ -213,8 +214,8 @@ def table_for(version: tuple[int, int]):
         raise UnsupportedVersion(
             f"CPython {version[0]}.{version[1]} is not supported (no {name}.py layout table; "
             f"supported: {supported_text()})")
-    if _HERE not in __import__("sys").path:
-        __import__("sys").path.insert(0, _HERE)
+    if _HERE not in sys.path:  # a reader outside gdb may have loaded this file by path
+        sys.path.insert(0, _HERE)
     return importlib.import_module(name)
 
 

@@ -198,3 +198,17 @@ def test_eager_tasks_are_found(tmp_path):
     assert blocked["state"] == "running"
     assert blocked["awaiting"] == {"kind": "running", "thread": info["tid"]}
     assert [(f["function"], f["line"]) for f in blocked["frames"]] == [("blocker", eager_line("blocker"))]
+
+
+@needs_313
+def test_a_core_without_the_cookie_gives_one_line(live313, core313, tmp_path):
+    runtime = int(live313["runtime"], 16)
+    corrupt = tmp_path / "no-cookie.core"
+    shutil.copy(core313, corrupt)
+    with open(corrupt, "r+b") as f:
+        f.seek(core_offset(corrupt, runtime))
+        f.write(b"notdebug")
+    r = run(COROSCOPE + ["bt", "--core", str(corrupt), "--exe", python_exe()], cwd=ROOT)
+    assert r.returncode == 2
+    assert r.stderr.strip() == (f"coroscope: error: core {corrupt}: _PyRuntime does not open with the "
+                                f"xdebugpy cookie of _Py_DebugOffsets")
