@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import importlib
 
-import gdb  # noqa: F401  (only inside gdb)
+try:
+    import gdb
+except ImportError:  # outside gdb (the memory reader): tables only, load(use_dwarf=False)
+    gdb = None
 
 # Field name -> (C type name for gdb.lookup_type, dotted member path).
 # Every name used by the readers is here; a table file must give a number for each.
