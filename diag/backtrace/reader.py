@@ -99,15 +99,90 @@ class Reader:
             raise TargetGone(f"process {self.pid} exited while its memory was being read")
 
     def records(self, proc) -> tuple[list[dict], dict]:
-        """(task records, counts) with every record checked against fresh memory."""
+        """(task records, counts), every record checked against fresh memory.
+
+        All tasks are read first (through the page cache), then every byte their records came
+        from is read again in a few large process_vm_readv calls; only tasks whose bytes moved
+        are read again, at most ``RETRIES`` times.
+        """
         counts = {"torn": 0, "vanished": 0, "retried": 0}
-        out = []
-        for task in proc.task_addresses():
-            rec = self._checked_record(proc, task, counts)
-            if rec is not None:
-                out.append(rec)
+        done: dict[int, dict] = {}
+        pending = proc.task_addresses()
+        order = {t: i for i, t in enumerate(pending)}
+        last: dict[int, dict] = {}
+        for attempt in range(RETRIES + 1):
+            built = {}
+            for task in pending:
+                if not self._is_live_task(proc, task):
+                    counts["vanished"] += 1
+                    continue
+                rec = proc.task_record(task)
+                built[task] = (rec, self._regions(proc, task, rec))
+            stale = self._stale(built)
+            stale.update(t for t, (rec, _r) in built.items() if not self._plausible(rec, attempt))
+            for task, (rec, _regions) in built.items():
+                if task not in stale:
+                    done[task] = rec
+                else:
+                    last[task] = rec
+            if not stale:
+                break
+            counts["retried"] += len(stale)
+            # Re-read from scratch: a page cached early in the walk is what went stale, and the
+            # allocator reuses addresses at once, so a look-alike may sit where the old object was.
+            self.memory.new_snapshot()
+            proc._primitive_cache.clear()
+            proc._timer_index.clear()
+            proc._fd_index.clear()
+            pending = sorted(stale, key=order.get)
+        else:
+            for task in pending:
+                if task in done or task not in last:
+                    continue
+                counts["torn"] += 1
+                done[task] = {"id": task, "address": f"{task:#x}", "name": last[task].get("name", ""),
+                              "state": "torn", "frames": [], "awaiting": {"kind": "torn"},
+                              "error": f"still changing after {RETRIES} re-reads"}
+        out = [done[t] for t in sorted(done, key=order.get)]
         proc._add_holders(out)
         return out, counts
+
+    def _stale(self, built: dict) -> set[int]:
+        """Tasks any of whose regions differ between the cached read and memory now, or that are
+        no longer alive now (a freed task keeps its old fields; only its first word changes, to
+        the allocator's free-list link, so its reference count is checked afresh)."""
+        flat = [(task, a, n) for task, (_rec, regions) in built.items() for a, n in regions]
+        flat += [(task, -1, 8) for task in built]
+        now = self.memory.fresh_many([(t if a == -1 else a, n) for t, a, n in flat])
+        stale = set()
+        for (task, a, n), current in zip(flat, now):
+            if task in stale:
+                continue
+            if current is None:
+                stale.add(task)
+            elif a == -1:
+                if not 0 < int.from_bytes(current, "little") < MAX_REFCNT:
+                    stale.add(task)
+            else:
+                try:
+                    if self.memory.read(a, n) != current:
+                        stale.add(task)
+                except Unreadable:
+                    stale.add(task)
+        return stale
+
+    @staticmethod
+    def _plausible(rec: dict, attempt: int) -> bool:
+        """False for a record no suspended task can have: read again.
+
+        A pending task always has at least its coroutine's frame; none means the coroutine had
+        just returned (or was running) while the task's fields still said pending: the loop was
+        in the middle of stepping it.  An unreadable object is read again too, but kept as gdb
+        would show it once every re-read agrees.
+        """
+        if rec.get("state") in ("pending", "cancelling") and not rec.get("frames"):
+            return False
+        return "error" not in rec or attempt == RETRIES
 
     def _is_live_task(self, proc, task: int) -> bool:
         try:
@@ -116,44 +191,48 @@ class Reader:
         except Unreadable:
             return False
 
-    def _checked_record(self, proc, task: int, counts: dict) -> dict | None:
-        for attempt in range(RETRIES + 1):
-            if not self._is_live_task(proc, task):
-                counts["vanished"] += 1
-                return None
-            rec = proc.task_record(task)
-            regions = self._regions(proc, task, rec)
-            try:
-                stale = [(a, n) for a, n in regions
-                         if self.memory.read(a, n) != self.memory.fresh(a, n)]
-            except Unreadable:
-                stale = regions
-            if not stale:
-                return rec
-            counts["retried"] += 1
-            for a, n in regions:
-                self.memory.forget(a, n)
-            proc._primitive_cache.clear()
-            proc._timer_index.clear()
-            proc._fd_index.clear()
-        counts["torn"] += 1
-        return {"id": task, "address": f"{task:#x}", "name": rec.get("name", ""),
-                "state": "torn", "frames": [], "awaiting": {"kind": "torn"},
-                "error": f"still changing after {RETRIES} re-reads"}
-
     def _regions(self, proc, task: int, rec: dict) -> list[tuple[int, int]]:
-        """(address, size) of the bytes this record was built from: what must not have changed."""
+        """(address, size) of the bytes this record was built from: what must not have changed.
+
+        The task's own fields; the type of its coroutine; for every frame of the chain the fixed
+        part of the frame and the slot holding what it awaits, and for a coroutine's or
+        generator's frame the object's type and frame state (a freed coroutine whose memory now
+        holds something else changes there first); the type of the leaf.
+        """
         o = self.layout.off
-        regions = [(task, o["TaskObj.task_num_cancels_requested"] + 4)]
+        type_at = o["PyObject.ob_type"]
+        # From ob_type on: the reference count moves whenever anything touches the task.
+        regions = [(task + type_at, o["TaskObj.task_num_cancels_requested"] + 4 - type_at)]
+        try:
+            coro = self.memory.u64(task + o["TaskObj.task_coro"])
+            if coro:
+                regions.append((coro + type_at, 8))
+                regions.append((coro + o["PyGenObject.gi_frame_state"], 1))
+        except Unreadable:
+            pass
         header = o["_PyInterpreterFrame.localsplus"]
-        for iframe in rec.get("_iframes", ()):
+        for frame, iframe in zip(rec.get("frames", ()), rec.get("_iframes", ())):
             regions.append((iframe, header))
+            if frame.get("kind") in ("coroutine", "generator", "async_generator"):
+                gen = iframe - o["PyGenObject.gi_iframe"]
+                regions.append((gen + type_at, 8))
+                regions.append((gen + o["PyGenObject.gi_frame_state"], 1))
             try:
                 _code, _prev, top = proc._frame_header(iframe)
             except Unreadable:
                 continue
             if 0 < top < 100_000:
-                regions.append((iframe + header + 8 * (top - 1), 8))
+                slot = iframe + header + 8 * (top - 1)
+                regions.append((slot, 8))
+                try:
+                    awaited = self.memory.u64(slot)
+                    if awaited:
+                        regions.append((awaited + type_at, 8))
+                except Unreadable:
+                    pass
+        leaf = rec.get("awaiting", {}).get("future")
+        if isinstance(leaf, str) and leaf.startswith("0x"):
+            regions.append((int(leaf, 16) + type_at, 8))
         return regions
 
     def document(self) -> dict:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import struct
 
 from diag.errors import CoroscopeError, TargetGone
 
@@ -28,6 +29,12 @@ _memory = layer.module("coroscope_memory")
 Unreadable = _memory.Unreadable
 PAGE = _memory.PAGE
 MAX_READ = _memory.MAX_READ
+IOV_MAX = 1024  # Linux UIO_MAXIOV: iovecs per process_vm_readv
+_MASK = ~(PAGE - 1)
+_U64 = struct.Struct("<Q")
+_I64 = struct.Struct("<q")
+_U32 = struct.Struct("<I")
+_I32 = struct.Struct("<i")
 
 
 class _IOVec(ctypes.Structure):
@@ -132,6 +139,40 @@ class ProcessMemory(_memory.Memory):
             raise CoroscopeError(permission_message(self.pid))
         raise CoroscopeError(f"reading the memory of pid {self.pid}: {os.strerror(err)}")
 
+    # -- the hot path: a value inside a cached page (most of a walk's 600,000 reads) -------
+
+    def read(self, address: int, size: int) -> bytes:
+        start = address & (PAGE - 1)
+        if 0 <= size and start + size <= PAGE:
+            page = self.pages.get(address & _MASK)
+            if page is not None and address > 0:
+                return page[start:start + size]
+        return super().read(address, size)
+
+    def _scalar(self, fmt: struct.Struct, address: int, super_read):
+        start = address & (PAGE - 1)
+        if start <= PAGE - fmt.size:
+            page = self.pages.get(address & _MASK)
+            if page is not None and address > 0:
+                return fmt.unpack_from(page, start)[0]
+        return super_read(address)
+
+    def u64(self, address: int) -> int:  # _scalar inlined: a third of all reads are pointers
+        page = self.pages.get(address & _MASK)
+        start = address & (PAGE - 1)
+        if page is not None and start <= PAGE - 8 and address > 0:
+            return _U64.unpack_from(page, start)[0]
+        return _memory.Memory.u64(self, address)
+
+    def i64(self, address: int) -> int:
+        return self._scalar(_I64, address, super().i64)
+
+    def u32(self, address: int) -> int:
+        return self._scalar(_U32, address, super().u32)
+
+    def i32(self, address: int) -> int:
+        return self._scalar(_I32, address, super().i32)
+
     # -- what coroscope_memory.Memory's helpers call ------------------------------------
 
     def _page(self, base: int) -> bytes | None:
@@ -154,6 +195,33 @@ class ProcessMemory(_memory.Memory):
         if data is None:
             raise Unreadable(address)
         return data
+
+    def fresh_many(self, regions: list[tuple[int, int]]) -> list[bytes | None]:
+        """Each (address, size) as it is now, IOV_MAX regions per system call; None if unmapped."""
+        out: list[bytes | None] = []
+        for i in range(0, len(regions), IOV_MAX):
+            chunk = regions[i:i + IOV_MAX]
+            total = sum(n for _a, n in chunk)
+            got = None
+            if self._use_vm and all(0 < a and 0 <= n <= MAX_READ for a, n in chunk):
+                buf = ctypes.create_string_buffer(total)
+                local = _IOVec(ctypes.cast(buf, ctypes.c_void_p), total)
+                remote = (_IOVec * len(chunk))(*[_IOVec(a, n) for a, n in chunk])
+                self.reads += 1
+                if _vm_readv(self.pid, ctypes.byref(local), 1, remote, len(chunk), 0) == total:
+                    raw, at, got = buf.raw, 0, []
+                    for _a, n in chunk:
+                        got.append(raw[at:at + n])
+                        at += n
+            if got is None:  # a region is unmapped (or no process_vm_readv): one at a time
+                got = []
+                for a, n in chunk:
+                    try:
+                        got.append(self.fresh(a, n))
+                    except Unreadable:
+                        got.append(None)
+            out.extend(got)
+        return out
 
     def fresh(self, address: int, size: int) -> bytes:
         """Bytes as they are now (no cache): what the torn-read check compares with."""
