@@ -3,9 +3,9 @@
     python -m benchmarks.bt_scale [--quick] [--loop asyncio|runtime] [--sizes 100,10000]
 
 For each size a fresh target (examples/suspended_tasks.py with ``--extra``: every kind of wait
-plus that many extra tasks, half sleeping in a 3-deep chain, half waiting on an Event, and
-``--ticks``: a thread inside the target stamping 1 ms ticks that writes down every gap over
-2 ms) is started.  When it is ready, each way of reading it is timed, best of ``REPEATS``, and
+plus that many extra tasks, half sleeping in a 3-deep chain, half waiting on an Event) is
+started under examples/pause_meter.py: a thread inside the target stamping 1 ms ticks that
+writes down every gap over 2 ms.  When it is ready, each way of reading it is timed, best of ``REPEATS``, and
 the task count checked:
 
 * ``reader``: ``coroscope bt PID --json`` (process_vm_readv; the target keeps running);
@@ -70,8 +70,8 @@ def measure(total: int, loop: str) -> dict:
     extra = max(0, total - BASE_TASKS)
     with tempfile.TemporaryDirectory(prefix="coroscope-bt-scale-") as tmp:
         ticks = Path(tmp) / "ticks"
-        target = subprocess.Popen([sys.executable, "-m", "examples.suspended_tasks", "--loop", loop,
-                                   "--extra", str(extra), "--ticks", str(ticks)],
+        target = subprocess.Popen([sys.executable, "-m", "examples.pause_meter", str(ticks),
+                                   "examples.suspended_tasks", "--loop", loop, "--extra", str(extra)],
                                   cwd=ROOT, stdout=subprocess.PIPE, text=True)
         try:
             info = json.loads(target.stdout.readline())

@@ -1,6 +1,6 @@
 """A process whose asyncio tasks sit suspended in every kind of wait that ``coroscope bt`` names.
 
-    python -m examples.suspended_tasks [--loop asyncio|runtime] [--extra N] [--ticks PATH]
+    python -m examples.suspended_tasks [--loop asyncio|runtime] [--extra N]
 
 When every task is suspended it prints one JSON line on stdout, ``{"ready": true, "pid": ...,
 "port": ...}``, and then serves a line echo server on 127.0.0.1:PORT until killed (so a test can
@@ -240,27 +240,11 @@ async def main(kind: str, extra: int):
         await server.serve_forever()  # bt:main
 
 
-def ticker(path: str) -> None:
-    """Stamp a 1 ms tick; write every gap longer than 2 ms to path (a benchmark's pause meter)."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    last = time.monotonic()
-    while True:
-        time.sleep(0.001)
-        now = time.monotonic()
-        if now - last > 0.002:
-            os.write(fd, f"{last:.6f} {now:.6f}\n".encode())
-        last = now
-
-
 def cli(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--loop", choices=["asyncio", "runtime"], default="asyncio")
     parser.add_argument("--extra", type=int, default=0)
-    parser.add_argument("--ticks", metavar="PATH",
-                        help="run a thread stamping 1 ms ticks; gaps over 2 ms go to PATH")
     args = parser.parse_args(argv)
-    if args.ticks:
-        threading.Thread(target=ticker, args=(args.ticks,), daemon=True, name="ticker").start()
     loop = new_loop(args.loop)
     asyncio.set_event_loop(loop)
     main_task = loop.create_task(main(args.loop, args.extra), name="main")

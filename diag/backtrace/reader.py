@@ -59,8 +59,8 @@ class Reader:
             from .vmread import permission_message
             raise CoroscopeError(permission_message(pid)) from None
         if "_PyRuntime" not in found:
-            raise CoroscopeError(f"pid {pid} is not a Python process: no _PyRuntime symbol in "
-                                 "its executable or libpython")
+            raise CoroscopeError(f"pid {pid}: not a Python process: no _PyRuntime symbol in the "
+                                 "program or its libraries")
         if "Py_Version" not in found:
             raise CoroscopeError(f"pid {pid}: no Py_Version symbol: not CPython 3.11 or later")
         self.runtime = found["_PyRuntime"]
