@@ -85,7 +85,7 @@ class Reader:
         """A fresh ``coroscope_tasks.Process`` over memory as it is now."""
         self.memory.new_snapshot()
         _tasks.reset_caches()
-        objects = _objects.Objects(self.memory, self.layout)
+        objects = self._objects()
         try:
             proc = _tasks.Process(objects, self.runtime, live=True)
         except Unreadable as exc:
@@ -93,6 +93,20 @@ class Reader:
             raise CoroscopeError(f"pid {self.pid}: cannot read the interpreter state: {exc}") from None
         proc.layout = self.layout
         return proc
+
+    def _objects(self):
+        """The object reader, keeping what it learnt about types from one snapshot to the next.
+
+        A sampler reads the same process 20 times a second; looking up a class's slots and MRO
+        again each time was most of a small snapshot's cost, and the longer a snapshot takes
+        the more of it races with the target.  Types live as long as their classes, so what is
+        known about a type is kept (bounded); strings, which come and go, are not.
+        """
+        if self.objects is None or len(self.objects._type_info) > 50_000:
+            self.objects = _objects.Objects(self.memory, self.layout)
+        else:
+            self.objects._str_cache.clear()
+        return self.objects
 
     def _gone_check(self) -> None:
         if not os.path.exists(f"/proc/{self.pid}"):
