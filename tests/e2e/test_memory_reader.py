@@ -267,3 +267,43 @@ def test_await_flame_by_task_from_outside(tmp_path):
     sleeper = [k for k in stacks if k[0] == "[task: sleeper]"]
     assert len(sleeper) == 1 and sleeper[0][-1] == "[sleep]"
     assert [f.split(" (")[0] for f in sleeper[0][1:4]] == ["sleeper", "nap", "sleep"]
+
+
+# -- other CPython versions ----------------------------------------------------------------
+
+def _pyenv_python(version: str) -> str | None:
+    root = Path(os.environ.get("PYENV_ROOT", "/root/.pyenv")) / "versions"
+    for d in sorted(root.glob(f"{version}.*"), reverse=True) if root.is_dir() else ():
+        exe = d / "bin" / "python3"
+        if exe.exists():
+            return str(exe)
+    return shutil.which(f"python{version}")
+
+
+@pytest.mark.parametrize("version", ["3.12", "3.13"])
+def test_same_json_as_gdb_on_other_versions(version):
+    """Stock asyncio on each other supported CPython: the reader and gdb agree."""
+    require("gdb", "ptrace")
+    exe = _pyenv_python(version)
+    if exe is None:
+        pytest.skip(f"CPython {version} is not installed")
+    from diag.backtrace.gdbrun import collect_document as through_gdb
+    from diag.backtrace.reader import collect_document as from_outside
+    from diag.errors import CoroscopeError
+    proc = subprocess.Popen([exe, "-m", "examples.suspended_tasks"], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        pid = json.loads(proc.stdout.readline())["pid"]
+        try:
+            mine = from_outside(pid)
+        except CoroscopeError as exc:
+            if "no coroscope_layout_py" in str(exc):
+                pytest.skip(str(exc))   # the layout layer has no table for this version yet
+            raise
+        assert mine["python"] == version and (mine["torn"], mine["vanished"]) == (0, 0)
+        assert len(mine["tasks"]) == TASK_COUNT
+        assert comparable(mine) == comparable(through_gdb(pid=pid))
+    finally:
+        proc.kill()
+        proc.wait()
