@@ -33,9 +33,10 @@ import time
 from diag.errors import CoroscopeError, TargetGone
 
 from . import layer, symbols
-from .vmread import ProcessMemory, Unreadable
+from .vmread import IOV_MAX, ProcessMemory, Unreadable
 
 RETRIES = 3
+GENERATOR_KINDS = ("coroutine", "generator", "async_generator")
 MAX_REFCNT = 1 << 40
 
 _layouts = layer.module("coroscope_layouts")
@@ -164,22 +165,36 @@ class Reader:
     def _stale(self, built: dict) -> set[int]:
         """Tasks any of whose regions differ between the cached read and memory now, or that are
         no longer alive now (a freed task keeps its old fields; only its first word changes, to
-        the allocator's free-list link, so its reference count is checked afresh)."""
-        flat = [(task, a, n) for task, (_rec, regions) in built.items() for a, n in regions]
-        flat += [(task, -1, 8) for task in built]
-        now = self.memory.fresh_many([(t if a == -1 else a, n) for t, a, n in flat])
+        the allocator's free-list link, so its reference count is checked afresh).
+
+        Compared a system call's worth at a time (IOV_MAX regions): equal, as nearly all are,
+        settles every task in it at once; only a chunk that differs is looked at region by region.
+        """
         stale = set()
-        for (task, a, n), current in zip(flat, now):
-            if task in stale:
-                continue
-            if current is None:
+        tasks = list(built)
+        for task, current in zip(tasks, self.memory.fresh_many([(t, 8) for t in tasks])):
+            if current is None or not 0 < int.from_bytes(current, "little") < MAX_REFCNT:
                 stale.add(task)
-            elif a == -1:
-                if not 0 < int.from_bytes(current, "little") < MAX_REFCNT:
-                    stale.add(task)
-            else:
+        flat = [(task, a, n) for task, (_rec, regions) in built.items() for a, n in regions]
+        regions = [(a, n) for _t, a, n in flat]
+        read = self.memory.read
+        for i, now in self.memory.fresh_chunks(regions):
+            chunk = flat[i:i + IOV_MAX]
+            try:
+                cached = b"".join(read(a, n) for _t, a, n in chunk)
+            except Unreadable:
+                cached = None
+            if now is not None and cached == now:
+                continue
+            at = 0
+            for task, a, n in chunk:
+                if now is not None:
+                    current = now[at:at + n]
+                else:
+                    current = self.memory.fresh_many([(a, n)])[0]
+                at += n
                 try:
-                    if self.memory.read(a, n) != current:
+                    if current is None or read(a, n) != current:
                         stale.add(task)
                 except Unreadable:
                     stale.add(task)
@@ -219,18 +234,21 @@ class Reader:
         regions = [(task + type_at, o["TaskObj.task_num_cancels_requested"] + 4 - type_at)]
         try:
             coro = self.memory.u64(task + o["TaskObj.task_coro"])
-            if coro:
+            frames = rec.get("frames") or [{}]
+            if coro and frames[0].get("kind") not in GENERATOR_KINDS:  # else its frame covers it
                 regions.append((coro + type_at, 8))
                 regions.append((coro + o["PyGenObject.gi_frame_state"], 1))
         except Unreadable:
             pass
         header = o["_PyInterpreterFrame.localsplus"]
         for frame, iframe in zip(rec.get("frames", ()), rec.get("_iframes", ())):
-            regions.append((iframe, header))
-            if frame.get("kind") in ("coroutine", "generator", "async_generator"):
+            if frame.get("kind") in GENERATOR_KINDS:
+                # The generator's type, frame state and embedded frame: one region, from ob_type
+                # to the end of the frame's fixed part.
                 gen = iframe - o["PyGenObject.gi_iframe"]
-                regions.append((gen + type_at, 8))
-                regions.append((gen + o["PyGenObject.gi_frame_state"], 1))
+                regions.append((gen + type_at, iframe + header - gen - type_at))
+            else:
+                regions.append((iframe, header))
             try:
                 _code, _prev, top = proc._frame_header(iframe)
             except Unreadable:

@@ -196,9 +196,9 @@ class ProcessMemory(_memory.Memory):
             raise Unreadable(address)
         return data
 
-    def fresh_many(self, regions: list[tuple[int, int]]) -> list[bytes | None]:
-        """Each (address, size) as it is now, IOV_MAX regions per system call; None if unmapped."""
-        out: list[bytes | None] = []
+    def fresh_chunks(self, regions: list[tuple[int, int]]):
+        """Yield (start index, regions' bytes now, concatenated) per IOV_MAX regions, one system
+        call each; the bytes are None when a region of the chunk is not mapped."""
         for i in range(0, len(regions), IOV_MAX):
             chunk = regions[i:i + IOV_MAX]
             total = sum(n for _a, n in chunk)
@@ -209,18 +209,30 @@ class ProcessMemory(_memory.Memory):
                 remote = (_IOVec * len(chunk))(*[_IOVec(a, n) for a, n in chunk])
                 self.reads += 1
                 if _vm_readv(self.pid, ctypes.byref(local), 1, remote, len(chunk), 0) == total:
-                    raw, at, got = buf.raw, 0, []
-                    for _a, n in chunk:
-                        got.append(raw[at:at + n])
-                        at += n
-            if got is None:  # a region is unmapped (or no process_vm_readv): one at a time
-                got = []
+                    got = buf.raw
+            elif all(0 < a for a, _n in chunk):
+                try:
+                    got = b"".join(self.fresh(a, n) for a, n in chunk)
+                except Unreadable:
+                    got = None
+            yield i, got
+
+    def fresh_many(self, regions: list[tuple[int, int]]) -> list[bytes | None]:
+        """Each (address, size) as it is now, IOV_MAX regions per system call; None if unmapped."""
+        out: list[bytes | None] = []
+        for i, raw in self.fresh_chunks(regions):
+            chunk = regions[i:i + IOV_MAX]
+            if raw is None:
                 for a, n in chunk:
                     try:
-                        got.append(self.fresh(a, n))
+                        out.append(self.fresh(a, n))
                     except Unreadable:
-                        got.append(None)
-            out.extend(got)
+                        out.append(None)
+                continue
+            at = 0
+            for _a, n in chunk:
+                out.append(raw[at:at + n])
+                at += n
         return out
 
     def fresh(self, address: int, size: int) -> bytes:
