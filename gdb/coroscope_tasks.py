@@ -26,7 +26,10 @@ from __future__ import annotations
 
 import time
 
-import gdb
+try:
+    import gdb
+except ImportError:  # used by coroscope's own memory reader too, outside gdb
+    gdb = None
 
 from coroscope_memory import Unreadable
 from coroscope_linetable import parse_linetable
@@ -58,13 +61,15 @@ def symbol_address(name: str) -> int | None:
 class Process:
     """One look at the process: its threads, loops and tasks.  Read once, then queried."""
 
-    def __init__(self, objects: Objects, runtime_addr: int):
+    def __init__(self, objects: Objects, runtime_addr: int, live: bool | None = None):
         self.py = objects
         self.m = objects.m
         self.o = objects.o
         self.c = objects.c
         self.runtime = runtime_addr
-        self.live = gdb.selected_inferior().pid != 0 and not _is_core()
+        if live is None:
+            live = gdb.selected_inferior().pid != 0 and not _is_core()
+        self.live = live
         self.threads = self._threads()
         self.asyncio_module = self._module_dict("_asyncio")
         self._timer_index: dict[int, dict] = {}
