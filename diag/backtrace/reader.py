@@ -40,6 +40,7 @@ GENERATOR_KINDS = ("coroutine", "generator", "async_generator")
 MAX_REFCNT = 1 << 40
 
 _layouts = layer.module("coroscope_layouts")
+_debug_offsets = layer.module("coroscope_debug_offsets")
 _objects = layer.module("coroscope_objects")
 _tasks = layer.module("coroscope_tasks")
 _format = layer.module("coroscope_format")
@@ -73,8 +74,13 @@ class Reader:
         self.version = (hexversion >> 24, (hexversion >> 16) & 0xFF)
         try:
             self.layout = _layouts.load(self.version)
-        except _layouts.UnsupportedVersion as exc:
-            raise CoroscopeError(str(exc)) from None
+            # 3.13+: the offsets the interpreter publishes, checked before anything is read
+            self.layout.published = _debug_offsets.check(
+                self.memory.read, self.runtime, _layouts.table_for(self.version), self.layout.off)
+        except (_layouts.UnsupportedVersion, _debug_offsets.Mismatch) as exc:
+            raise CoroscopeError(f"pid {pid}: {exc}") from None
+        except Unreadable:
+            raise CoroscopeError(f"pid {pid}: cannot read _PyRuntime") from None
         self.objects = None
 
     def close(self) -> None:
@@ -284,6 +290,8 @@ class Reader:
             "format": "coroscope-bt/1",
             "python": "%d.%d" % self.version,
             "layout": self.layout.describe() + ", read by process_vm_readv",
+            "runtime": f"{self.runtime:#x}",
+            "debug_offsets_agreeing": self.layout.published,
             "live": True,
             "reader": "memory",
             "asyncio": bool(proc.asyncio_module),
