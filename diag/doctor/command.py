@@ -1,7 +1,7 @@
 """``coroscope doctor``: start a service, load it, measure everything, rank what is wrong.
 
     coroscope doctor [--load http|echo|URL|CMD] [--duration S] [--loop L ...] [-o report.html] -- CMD
-    coroscope doctor --demo        the example service on the runtime and on asyncio, side by side
+    coroscope doctor --demo        the example shop service as written, then with its fixes (--fixed)
 
 Prints the findings ranked by impact with their evidence, a side-by-side table when several
 loops were asked for, and writes a self-contained HTML report (and its JSON with ``--json``).
@@ -17,8 +17,10 @@ from diag.errors import CoroscopeError
 from diag.model.base import write_json_atomic, write_text_atomic
 from diag.model.doctor import DoctorReport
 
-DEMO_COMMAND = ["{python}", "-m", "examples.http_service", "--port", "0", "--mark-requests"]
-DEMO_LOOPS = ["runtime", "asyncio"]
+# The demo: the example shop service as written (its problems planted), then with --fixed.
+DEMO_COMMAND = ["{python}", "-m", "examples.shop_service", "--port", "0"]
+DEMO_PATHS = ["/orders/7"]
+DEMO_LOOP = "asyncio"
 
 
 def configure(parser) -> None:
@@ -55,7 +57,7 @@ def summary_lines(report: DoctorReport) -> list[str]:
     else:
         lines.append("Findings: nothing wrong was found.")
     lines.append("")
-    width = max(12, *(len(r.label) for r in report.runs))
+    width = max(16, *(len(r.label) for r in report.runs))
     lines.append(f"{'':<24}" + "".join(f"{r.label:>{width + 2}}" for r in report.runs))
 
     def row(label, values):
@@ -99,7 +101,10 @@ def service_name(command: list[str]) -> str:
 
 def run_doctor(command: list[str], loops: list[str | None], duration: float, load: str,
                connections: int, output: str, json_path: str | None = None,
-               progress=lambda line: None, paths: list[str] | None = None) -> DoctorReport:
+               progress=lambda line: None, paths: list[str] | None = None,
+               variants: list[tuple[str, list[str]]] | None = None) -> DoctorReport:
+    """One run per loop of ``command``; or, with ``variants`` ((label, extra arguments) pairs),
+    one run per variant on ``loops[0]``, side by side (the demo: as written, then fixed)."""
     from .diagnose import diagnose
     from .findings import find
     from .report_html import render
@@ -108,7 +113,12 @@ def run_doctor(command: list[str], loops: list[str | None], duration: float, loa
     raise_nofile_limit(2 * connections + 1024)  # the client and the service inherit it
     expanded = expand_command(command)
     runs = []
-    for loop in loops:
+    if variants:
+        for label, extra in variants:
+            progress(f"diagnosing {label}: {shlex.join([Path(expanded[0]).name, *expanded[1:], *extra])}")
+            runs.append(diagnose(label, [*expanded, *extra], loops[0], duration, load, connections,
+                                 progress, paths))
+    for loop in ([] if variants else loops):
         label = loop or service_name(expanded)
         progress(f"diagnosing on {loop or 'the program’s own loop'}")
         runs.append(diagnose(label, expanded, loop, duration, load, connections, progress, paths))
@@ -130,13 +140,16 @@ def main(args) -> int:
     if args.demo:
         if command:
             raise CoroscopeError("--demo runs the bundled example service; give no command with it")
-        command, loops = list(DEMO_COMMAND), list(args.loop or DEMO_LOOPS)
+        command, loops = list(DEMO_COMMAND), list(args.loop or [DEMO_LOOP])[:1]
+        variants = [("as written", []), ("fixed", ["--fixed"])]
+        args.path = args.path or list(DEMO_PATHS)
         duration = args.duration if args.duration != 5.0 else 3.0
         output = args.output or "out/demo-report.html"
     else:
         if not command:
             raise CoroscopeError("no service to diagnose: coroscope doctor [options] -- CMD (or --demo)")
         loops, duration = list(args.loop or [None]), args.duration
+        variants = None
         output = args.output or "out/doctor-report.html"
     if duration <= 0 or duration > 600:
         raise CoroscopeError("--duration must be between 0 and 600 seconds")
@@ -147,7 +160,7 @@ def main(args) -> int:
     target_module.STARTUP_TIMEOUT = args.startup_timeout
     report = run_doctor(command, loops, duration, args.load, args.connections, output, args.json,
                         progress=lambda line: print(f"... {line}", file=sys.stderr, flush=True),
-                        paths=args.path)
+                        paths=args.path, variants=variants)
     print("\n".join(summary_lines(report)))
     broken = [r for r in report.runs if not r.complete]
     if broken:

@@ -40,10 +40,14 @@ def _flame_from_profile(profile, backend: str) -> FlameGraph:
     total = profile.total()
     _incl, self_w = profile.function_totals()
     top = sorted(self_w.items(), key=lambda kv: -kv[1])[:8]
+    sites = []
+    if profile.mode == "await":
+        from .waits import await_sites
+        sites = await_sites([(s.frames, s.weight) for s in profile.stacks])
     return FlameGraph(mode=profile.mode, backend=backend,
                       svg=render_svg(profile) if profile.stacks else None,
                       samples=total, top=[(f, w / total) for f, w in top] if total else [],
-                      note="" if profile.stacks else "no samples")
+                      note="" if profile.stacks else "no samples", await_sites=sites)
 
 
 class _ProbeWatcher:

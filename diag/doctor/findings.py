@@ -132,10 +132,52 @@ def _hot(run: Run) -> list[Finding]:
             out.append(Finding(f"hot spot: {share:.0%} of on-CPU samples in {frame}", "info",
                                100 * share, run.label,
                                [f"{f} {s:.0%}" for f, s in tops[:5]]))
-        elif flame.mode == "await":
-            out.append(Finding(f"tasks spend most of their waiting in {frame}", "info",
-                               20 * share, run.label, [f"{f} {s:.0%}" for f, s in tops[:5]]))
     return out
+
+
+def _waits(run: Run) -> list[Finding]:
+    """Where the service's own code waits, from the await profile: the site and what it awaits.
+
+    An await reached from inside a loop of the service's (diag.doctor.waits.looped_at) that
+    holds a third or more of all task waiting is the N+1 pattern: a warning, ranked by that
+    share. Otherwise the site where tasks wait most is context (info): most of a server's
+    waiting is idle connections and the one await each request must make.
+    """
+    out = []
+    for flame in run.flames:
+        if flame.mode != "await" or not flame.await_sites:
+            continue
+        site, waits, share, loop = flame.await_sites[0]
+        what = waits.split(" -> ")[0]
+        evidence = [f"{s:.0%} at {where}: {w}" + (f" (in the loop at {lp})" if lp else "")
+                    for where, w, s, lp in flame.await_sites[:5]]
+        if loop and share >= 0.33:
+            out.append(Finding(
+                f"N+1 await: {share:.0%} of task waiting is at {site}, on {what}, awaited once "
+                f"per item of the loop at {loop.split(' `')[0]}", "warning", 100 * share, run.label,
+                evidence, f"batch the loop's awaits: one query for all the items ({loop}), or "
+                          f"asyncio.gather them"))
+        else:
+            out.append(Finding(f"tasks wait most ({share:.0%}) at {site}, on {what}", "info",
+                               20 * share, run.label, evidence))
+    return out
+
+
+def _reader_churn(run: Run) -> list[Finding]:
+    """epoll_ctl on every request: a reader registered and removed around each read."""
+    sc = run.syscalls_per_request or {}
+    churn = sc.get("epoll_ctl", 0)
+    if churn < 1:
+        return []
+    total = sum(sc.values())
+    return [Finding(
+        f"{churn:g} epoll_ctl per request: a reader is added and removed around each read",
+        "warning", 100 * churn / total, run.label,
+        [f"epoll_ctl {churn:g} of {total:g} syscalls per request ({run.syscalls_backend})",
+         "loop.sock_recv / sock_sendall register the socket with the loop each time they wait "
+         "and remove it after; a transport keeps its reader registered"],
+        "read through a protocol or asyncio streams (loop.create_connection, "
+        "asyncio.open_connection) instead of loop.sock_recv per message")]
 
 
 def _compare(runs: list[Run]) -> list[Finding]:
@@ -168,7 +210,7 @@ def _compare(runs: list[Run]) -> list[Finding]:
 def find(runs: list[Run]) -> list[Finding]:
     findings: list[Finding] = []
     for run in runs:
-        for rule in (_crash, _blocked, _leaks, _syscalls, _tail, _hot):
+        for rule in (_crash, _blocked, _leaks, _syscalls, _reader_churn, _tail, _hot, _waits):
             findings += rule(run)
     findings += _compare(runs)
     return rank(findings)

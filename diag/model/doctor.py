@@ -49,6 +49,10 @@ class FlameGraph:
     samples: float        # total weight
     top: list[tuple[str, float]]  # frames with the most self weight: (frame, share 0..1)
     note: str = ""        # why it is missing or partial
+    # await mode: where the service's own code waits (diag.doctor.waits): (the await site
+    # "name (file:line)", what it awaits: its source line and the frames below, share 0..1,
+    # "file:line `source`" of the loop of the service's it is awaited in, or "")
+    await_sites: list[tuple[str, str, float, str]] = field(default_factory=list)
 
 
 @dataclass
