@@ -33,7 +33,11 @@ STARTUP_TIMEOUT = 30.0     # seconds a service may take to listen (doctor --star
 
 
 def expand_command(command: list[str], variables: dict[str, str] | None = None) -> list[str]:
-    """``{python}`` is this interpreter; other ``{name}`` come from ``variables``."""
+    """``{python}`` is this interpreter, and so is a bare ``python`` or ``python3`` as the
+    command (as ``coroscope run`` has it: the one coroscope is installed in); other ``{name}``
+    come from ``variables``."""
+    if command and command[0] in ("python", "python3", f"python{sys.version_info[0]}.{sys.version_info[1]}"):
+        command = ["{python}", *command[1:]]
     values = {"python": sys.executable, **(variables or {})}
     out = []
     for part in command:
