@@ -64,7 +64,7 @@ def summary_lines(report: DoctorReport) -> list[str]:
     else:
         lines.append("Findings: nothing wrong was found.")
     lines.append("")
-    width = max(16, *(len(r.label) for r in report.runs))
+    width = max(12, *(len(r.label) for r in report.runs))
     lines.append(f"{'':<24}" + "".join(f"{r.label:>{width + 2}}" for r in report.runs))
 
     def row(label, values):
@@ -184,7 +184,6 @@ def main(args) -> int:
         if not command:
             raise CoroscopeError("no service to diagnose: coroscope doctor [options] -- CMD (or --demo)")
         loops, duration = list(args.loop or [None]), args.duration
-        variants = None
         output = args.output or "out/doctor-report.html"
     if duration <= 0 or duration > 600:
         raise CoroscopeError("--duration must be between 0 and 600 seconds")

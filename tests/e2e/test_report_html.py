@@ -2,7 +2,6 @@
 the terminal and in the HTML report in headless Chromium (the flame graphs and the plots really render)."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -13,20 +12,12 @@ ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
-PLANTED = ("the event loop was blocked", "1 fd leaked per connection cycle", "N+1 await:",
-           "epoll_ctl per request: a reader is added and removed around each read")
-
-
-def _ranked(lines: list[str]) -> list[str]:
-    return [l.strip() for l in lines if l[:5].strip().rstrip(".").isdigit()]
-
-
-def test_demo_ranks_the_planted_problems_and_the_fixed_service_has_none(tmp_path):
+def test_demo_report_renders_in_chromium(tmp_path):
     require("bcc", "py-spy", "chromium")
-    report, js = tmp_path / "demo-report.html", tmp_path / "demo.json"
+    report = tmp_path / "demo-report.html"
     proc = subprocess.run([sys.executable, "-m", "diag.cli", "doctor", "--demo", "--duration", "1",
-                           "--connections", "8", "-o", str(report), "--json", str(js)],
-                          capture_output=True, text=True, timeout=240, cwd=ROOT)
+                           "--connections", "8", "-o", str(report)],
+                          capture_output=True, text=True, timeout=180, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert "Findings, by impact" in proc.stdout and f"report: {report}" in proc.stdout
     ranked = [line for line in proc.stdout.splitlines() if line[:4].strip().rstrip(".").isdigit()]
@@ -46,32 +37,6 @@ def test_demo_ranks_the_planted_problems_and_the_fixed_service_has_none(tmp_path
     assert not any(line.startswith(("  1. [", "  2. [", "  3. [")) and "fixed (runtime)" in line
                    and "[ERROR]" in line for line in ranked)
 
-    # the terminal: each planted problem found in the service as written, defects (errors)
-    # before costs (warnings), none of them in the fixed service
-    ranked = _ranked(proc.stdout.splitlines())
-    written = [l for l in ranked if "] as written:" in l]
-    for problem in PLANTED:
-        assert sum(problem in l for l in written) == 1, (problem, proc.stdout)
-        assert not any(problem in l for l in ranked if "] fixed:" in l), (problem, proc.stdout)
-    order = [next(i for i, l in enumerate(ranked) if p in l) for p in PLANTED]
-    assert max(order[:2]) < min(order[2:]), proc.stdout
-    assert not [l for l in ranked if "] fixed:" in l and ("[ERROR]" in l or "[WARNING]" in l)], proc.stdout
-    # the await finding names the await site in the service's code and the loop it sits in
-    n_plus_1 = next(l for l in written if "N+1 await:" in l)
-    assert "at price (examples/shop_service.py:" in n_plus_1 and "[future]" not in n_plus_1
-    assert "awaited once per item of the loop at examples/shop_service.py:" in n_plus_1
-    assert "return {i: await self.price(i) for i in items}" in proc.stdout
-
-    # the numbers behind them
-    planted, fixed = json.loads(js.read_text())["runs"]
-    assert (planted["label"], fixed["label"]) == ("as written", "fixed")
-    assert planted["leaked_fds_per_cycle"] == 1 and fixed["leaked_fds_per_cycle"] == 0
-    # five items a request: five sock_recv waits, each an epoll_ctl ADD and DEL
-    assert planted["syscalls_per_request"]["epoll_ctl"] == 10.0, planted["syscalls_per_request"]
-    assert "epoll_ctl" not in fixed["syscalls_per_request"], fixed["syscalls_per_request"]
-    assert any(w[0] == "blocked-loop" and w[2] == "probe" for w in planted["warnings"])
-    assert fixed["warnings"] == []
-
     from playwright.sync_api import sync_playwright
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
@@ -83,16 +48,15 @@ def test_demo_ranks_the_planted_problems_and_the_fixed_service_has_none(tmp_path
             page.goto(report.as_uri())
             page.wait_for_load_state("load")
 
-            # plots: a latency series per run and percentile, an fd series per run, drawn (on one
-            # time axis: the fixed service's run is the shorter)
+            # plots: a latency series per loop and percentile, an fd series per loop, drawn
             for plot, series in (("#plot-latency", 4), ("#plot-fds", 2)):
                 paths = page.locator(f"{plot} path.series")
                 assert paths.count() == series
                 for i in range(series):
                     box = paths.nth(i).bounding_box()
-                    assert box and box["width"] > 100, (plot, i, box)
+                    assert box and box["width"] > 200, (plot, i, box)
 
-            # flame graphs: on-CPU and await per run, each in its frame, with the script run
+            # flame graphs: on-CPU and await per loop, each in its frame, with the script run
             frames = page.locator("iframe.flame")
             assert frames.count() == 4
             for i in range(4):
