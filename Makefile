@@ -30,8 +30,10 @@ $(VENV)/.system-bcc: $(VENV)/.installed
 	    touch $@; \
 	else echo "coroscope: python3-bpfcc is not installed; eBPF backends unavailable"; fi
 
+# The whole suite on the default CPython, then what depends on the version on 3.12 and 3.13.
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider
+	@bash scripts/test-other-pythons.sh
 
 demo: setup
 	$(PY) -m diag.cli doctor --demo

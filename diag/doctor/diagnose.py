@@ -155,7 +155,7 @@ def _life_a(run: Run, load: str, mode: str, duration: float, connections: int, p
                 client.connect(1)
                 latencies.append(client.requests(10)["max_ms"])
                 client.close_connections()
-                pids = target.serving_pids()
+                pids = target.serving_pids(settle=5.0)
                 if pids != [target.pid]:
                     notes.append(f"pid {target.pid} serves through worker processes "
                                  f"{', '.join(map(str, pids))}: syscalls and fds are counted over "

@@ -56,7 +56,7 @@ class AwaitSite:
 @dataclass
 class FlameProfile:
     mode: str                              # one of MODES
-    backend: str                           # "py-spy", "sampler", or "file" (read from disk)
+    backend: str                           # "py-spy", "sampler", "memory" (read from outside) or "file"
     unit: str                              # "samples" or "microseconds" (what a weight counts)
     stacks: list[StackCount] = field(default_factory=list)
     rate_hz: float | None = None           # sampling rate asked for
