@@ -296,7 +296,8 @@ class Loop(unix_events._UnixSelectorEventLoop):
                 task = self._task_factory(self, coro)
             else:
                 task = self._task_factory(self, coro, context=context)
-            _tasks._set_task_name(task, name)
+            if name is not None:       # as asyncio does: 3.13 dropped tasks._set_task_name
+                task.set_name(name)
         if TRACE.on:
             TRACE.task_create(task)
         return task

@@ -63,8 +63,8 @@ class Reader:
         if "_PyRuntime" not in found:
             raise CoroscopeError(f"pid {pid}: not a Python process: no _PyRuntime symbol in the "
                                  "program or its libraries")
-        if "Py_Version" not in found:
-            raise CoroscopeError(f"pid {pid}: no Py_Version symbol: not CPython 3.11 or later")
+        if "Py_Version" not in found:            # before 3.11: named by its file, as gdb's path does
+            raise CoroscopeError(f"pid {pid}: {_unsupported_by_name(pid)}")
         self.runtime = found["_PyRuntime"]
         self.memory = ProcessMemory(pid)
         try:
@@ -313,3 +313,22 @@ def collect_document(pid: int) -> dict:
         return reader.document()
     finally:
         reader.close()
+
+
+def _unsupported_by_name(pid: int) -> str:
+    """One line for an interpreter with no Py_Version (CPython before 3.11): its version read
+    from the name of its executable or libpython."""
+    import re
+    names = []
+    try:
+        names.append(os.readlink(f"/proc/{pid}/exe"))
+        with open(f"/proc/{pid}/maps") as f:
+            names += [line.rsplit(" ", 1)[-1] for line in f if "python" in line]
+    except OSError:
+        pass
+    for name in names:
+        m = re.search(r"python(\d)\.(\d+)", os.path.basename(name))
+        if m:
+            return (f"CPython {m.group(1)}.{m.group(2)} is not supported "
+                    f"(supported: {_layouts.supported_text()})")
+    return f"not CPython 3.11 or later (supported: {_layouts.supported_text()})"

@@ -91,13 +91,8 @@ def child_pids() -> dict[int, str]:
 
 def pending_tasks() -> list[Any]:
     """Every asyncio task of this process, on any loop, that is not done."""
-    tasks = asyncio.tasks._all_tasks
-    for _ in range(3):             # a WeakSet can change size while iterated from another thread
-        try:
-            return [t for t in list(tasks) if not t.done()]
-        except RuntimeError:
-            continue
-    return []
+    from diag.flame.awaits import live_tasks     # where each CPython version keeps them
+    return [t for t in live_tasks() if not t.done()]
 
 
 def _task_origin(task) -> Origin | None:
