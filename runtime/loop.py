@@ -37,6 +37,7 @@ import time
 import weakref
 from asyncio import base_events, events as _events, tasks as _tasks, unix_events
 
+from . import accel
 from .poller import EpollPoller
 from . import tracing
 from .tracing import TRACE
@@ -481,24 +482,7 @@ class Loop(unix_events._UnixSelectorEventLoop):
         if self._debug:
             self._run_ready_debug(ntodo, tracing)
         elif not tracing:
-            # Handle._run() inlined for the loop's own handle classes (a Python frame per
-            # callback is a measurable share of a short callback); any other class, say a
-            # subclass with its own _run, is run through it.
-            popleft = ready.popleft
-            for _ in range(ntodo):
-                handle = popleft()
-                if handle._cancelled:
-                    continue
-                if type(handle) is _Handle or type(handle) is _TimerHandle:
-                    try:
-                        handle._context.run(handle._callback, *handle._args)
-                    except (SystemExit, KeyboardInterrupt):
-                        raise
-                    except BaseException as exc:
-                        _report_callback_error(handle, exc)
-                else:
-                    handle._run()
-        handle = None  # break cycles when an exception occurs
+            _run_ready(ready, ntodo, _report_callback_error)
 
     def _run_ready_debug(self, ntodo: int, tracing: bool) -> None:
         ready = self._ready
@@ -519,6 +503,32 @@ class Loop(unix_events._UnixSelectorEventLoop):
             finally:
                 self._current_handle = None
         handle = None
+
+
+def _run_ready(ready, ntodo, report_error) -> None:
+    """Run the first ``ntodo`` ready handles: Handle._run() inlined for the loop's own handle
+    classes (a Python frame per callback is a measurable share of a short callback); any other
+    class, say a subclass with its own _run, is run through it. runtime._speedups.run_ready is
+    this in C (runtime.accel chooses)."""
+    popleft = ready.popleft
+    for _ in range(ntodo):
+        handle = popleft()
+        if handle._cancelled:
+            continue
+        if type(handle) is _Handle or type(handle) is _TimerHandle:
+            try:
+                handle._context.run(handle._callback, *handle._args)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                report_error(handle, exc)
+        else:
+            handle._run()
+    handle = None  # break cycles when an exception occurs
+
+
+# The C accelerator or the Python paths above: runtime.accel decides, here only.
+Loop.call_soon, _run_ready = accel.choose(Loop.call_soon, _run_ready)
 
 
 class EventLoopPolicy(unix_events._UnixDefaultEventLoopPolicy):
