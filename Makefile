@@ -32,6 +32,9 @@ $(VENV)/.system-bcc: $(VENV)/.installed
 
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider
+	@# the runtime's pure-Python paths too (the run above used the C accelerator: runtime/accel.py)
+	COROSCOPE_PURE_PYTHON=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_runtime_api.py \
+	    tests/test_runtime_callbacks.py tests/test_runtime_hotpaths.py tests/test_runtime_accel.py
 
 demo: setup
 	$(PY) -m diag.cli doctor --demo

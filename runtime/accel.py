@@ -1,8 +1,8 @@
 """Which implementation of the hot paths runs: the C accelerator or the pure-Python one.
 
-This is the one place that decides. ``runtime/_speedups.c`` holds C versions of the two paths
-every callback goes through, ``call_soon`` (building the ready handle) and the run loop of
-``_run_once`` (popping and running the ready handles); ``runtime/loop.py`` holds the Python
+This is the one place that decides. ``runtime/_speedups.c`` holds C versions of the paths
+every callback goes through, ``call_soon`` / ``call_at`` / ``call_later`` (building the handle)
+and the run loop of ``_run_once`` (popping and running the ready handles); ``runtime/loop.py`` holds the Python
 versions, which are the reference: both do the same thing, field for field, and the test suite
 and CPython's asyncio tests run on both.
 
@@ -32,10 +32,17 @@ else:
 COMPILED = _speedups is not None
 
 
-def choose(pure_call_soon, pure_run_ready):
-    """(call_soon, run_ready) to use: the C ones when the accelerator is chosen, else the given
-    Python ones. The C call_soon is an instancemethod, so a class attribute binds it as a method."""
+def choose(loop_class, run_ready, tracer):
+    """Install the chosen call_soon, call_at and call_later on ``loop_class`` and return the
+    run_ready to use: the C ones when the accelerator is chosen; otherwise the class keeps its
+    Python methods and ``run_ready`` (the Python one) is returned. The C methods are
+    instancemethods, so as class attributes they bind the loop as their first argument."""
     if _speedups is None:
-        return pure_call_soon, pure_run_ready
-    _speedups.setup(_events.Handle, _events.TimerHandle, pure_call_soon)
-    return _speedups.call_soon_method, _speedups.run_ready
+        return run_ready
+    import heapq
+    _speedups.setup(_events.Handle, _events.TimerHandle, loop_class.call_soon, loop_class.call_at,
+                    loop_class.call_later, loop_class, tracer, heapq.heappush)
+    loop_class.call_soon = _speedups.call_soon_method
+    loop_class.call_at = _speedups.call_at_method
+    loop_class.call_later = _speedups.call_later_method
+    return _speedups.run_ready

@@ -528,7 +528,7 @@ def _run_ready(ready, ntodo, report_error) -> None:
 
 
 # The C accelerator or the Python paths above: runtime.accel decides, here only.
-Loop.call_soon, _run_ready = accel.choose(Loop.call_soon, _run_ready)
+_run_ready = accel.choose(Loop, _run_ready, TRACE)
 
 
 class EventLoopPolicy(unix_events._UnixDefaultEventLoopPolicy):
