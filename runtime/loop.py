@@ -30,6 +30,7 @@ it and ``TRACE.fd_close`` when it closes it.
 from __future__ import annotations
 
 import contextvars
+import functools
 import heapq
 import os
 import socket
@@ -123,10 +124,6 @@ class Loop(unix_events._UnixSelectorEventLoop):
         self._owned: weakref.WeakValueDictionary[int, object] = weakref.WeakValueDictionary()
         self._eventfd = -1  # the wakeup eventfd; -1 once closed
         self._wakeup_file = None  # FileIO over _eventfd, so other threads see it closed safely
-        # One receive buffer shared by this loop's transports: reads are synchronous, and the
-        # protocol receives a copy, so one suffices.
-        self._read_buffer = bytearray(_READ_BUFFER_SIZE)
-        self._read_view = memoryview(self._read_buffer)
         # runtime.run() and new_event_loop() honour COROSCOPE_TRACE in a process the start-up
         # hook did not switch on (an interpreter without coroscope installed)
         if not TRACE.on and os.environ.get("COROSCOPE_TRACE"):
@@ -134,6 +131,18 @@ class Loop(unix_events._UnixSelectorEventLoop):
         if TRACE.on and (probe := tracing.writer()) is not None:
             probe.set_loop_kind("runtime")
         super().__init__(EpollPoller())
+
+    # One receive buffer shared by this loop's transports (reads are synchronous, and the
+    # protocol receives a copy, so one suffices), made when the first transport asks for it: a
+    # loop that never reads (asyncio.run of a computation) does not pay 256 KiB for it. A
+    # cached_property, not __getattr__: a class with __getattr__ slows every attribute read.
+    @functools.cached_property
+    def _read_buffer(self) -> bytearray:
+        return bytearray(_READ_BUFFER_SIZE)
+
+    @functools.cached_property
+    def _read_view(self) -> memoryview:
+        return memoryview(self._read_buffer)
 
     # -- the wakeup eventfd and the signal socketpair ---------------------------------------
     def _make_self_pipe(self):
