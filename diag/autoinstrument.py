@@ -174,6 +174,8 @@ def _patch_aiohttp_web_protocol(module) -> None:
                 return await original(self, req, start_time, request_handler)
             finally:
                 r.name = _aiohttp_route_name(req, method)
+    _handle_request.__name__ = original.__name__
+    _handle_request.__qualname__ = original.__qualname__     # what task names show
     _handle_request.coroscope = True
     _handle_request.__wrapped__ = original
     Handler._handle_request = _handle_request

@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "syscalls": ("diag.syscalls.command", "count syscalls per request, per task or per thread"),
     "fds": ("diag.fds.command_fds", "list a process's open fds with the stack that opened each"),
     "leaks": ("diag.fds.command_leaks", "run a workload in cycles and report what grows"),
-    "bt": ("diag.backtrace.command", "coroutine backtraces of a live process or a core file (gdb)"),
+    "bt": ("diag.backtrace.command", "coroutine backtraces of a live process (read from outside) or a core file (gdb)"),
     "flame": ("diag.flame.command", "flame graphs: on-CPU, wall, or time spent awaiting"),
     "top": ("dashboards.command", "the live dashboard of a running process"),
     "doctor": ("diag.doctor.command", "diagnose a service under load and write a report"),

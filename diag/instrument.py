@@ -54,7 +54,9 @@ class _StepTimedCoroutine(collections.abc.Coroutine):
         self._next_wake = pf.WAKE_UNKNOWN
 
     def _step(self, method, arg):
-        if not TRACE.on or not self.task_id:
+        if not TRACE.on:
+            return method(arg)
+        if not self.task_id and not self._eager_start():
             return method(arg)
         w = TRACE._w
         wake = self._next_wake
@@ -91,6 +93,20 @@ class _StepTimedCoroutine(collections.abc.Coroutine):
             TRACE._counters[tracing._STEPS] += 1
             if t1 - t0 >= TRACE._slow_ns and self._task is not None:
                 TRACE._slow_step(slot, task, req, t1 - t0, self._task)
+
+    def _eager_start(self) -> bool:
+        """3.12+: an eager task (asyncio.eager_task_factory, create_task(eager_start=True))
+        runs its first step inside its constructor, before the factory has it to announce.
+        The task is current during that step: announce it now, so its create, its first step
+        and a done that comes before create_task returns are all recorded."""
+        task = asyncio.current_task()
+        if task is None or task.get_coro() is not self or self._task is not None:
+            return False
+        TRACE.task_create(task)
+        self.task_id = TRACE._ids.get(id(task), 0)
+        self._task = task
+        self._next_wake = pf.WAKE_FIRST
+        return bool(self.task_id)
 
     def send(self, value):
         return self._step(self._coro.send, value)
@@ -148,12 +164,13 @@ def _task_factory(previous):
             task = previous(loop, wrapped, **kwargs)
         else:
             task = asyncio.Task(wrapped, loop=loop, **kwargs)
-        if TRACE.on:
+        if TRACE.on and wrapped._task is None:      # an eager task announced itself already
             TRACE.task_create(task)
             wrapped.task_id = TRACE._ids.get(id(task), 0)
             wrapped._task = task
         return task
     factory.coroscope = True
+    factory.wrapped_factory = previous
     return factory
 
 
@@ -171,10 +188,26 @@ def instrument(loop) -> bool:
     runtime's own loop, or already instrumented)."""
     if _is_runtime_loop(loop):
         return False
+    if getattr(loop, "_coroscope_instrumented", False):
+        return False
     previous = loop.get_task_factory()
     if getattr(previous, "coroscope", False):
         return False
+    try:
+        loop._coroscope_instrumented = True
+    except AttributeError:            # uvloop's compiled loop: its factory is ours (checked above)
+        pass
     loop.set_task_factory(_task_factory(previous))
+    if isinstance(loop, asyncio.BaseEventLoop):
+        # a factory the program sets later (asyncio.eager_task_factory, right after the loop is
+        # made) is wrapped too, and get_task_factory() gives the program back its own
+        set_factory = loop.set_task_factory
+
+        def set_task_factory(factory):
+            set_factory(factory if getattr(factory, "coroscope", False) else _task_factory(factory))
+        loop.set_task_factory = set_task_factory
+        get_factory = loop.get_task_factory
+        loop.get_task_factory = lambda: getattr(get_factory(), "wrapped_factory", None)
     w = tracing.writer()
     if w is not None:
         w.set_loop_kind("uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio")

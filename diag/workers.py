@@ -68,6 +68,11 @@ def _activity(pid: int) -> tuple[bool, bool] | None:
         reader.close()
 
 
+def traced_below(pid: int) -> list[int]:
+    """The processes under pid that publish a probe."""
+    return [p for p in descendants(pid) if _activity(p) is not None]
+
+
 def find(pid: int, worker: int | None = None) -> Workers:
     """The processes of the service whose master (or only process) is ``pid``."""
     tree = [pid, *descendants(pid)]

@@ -7,10 +7,13 @@ inferior.
 from __future__ import annotations
 
 import json
+import re
 
 import gdb
 
 import coroscope_format as fmt
+import coroscope_debug_offsets as debug_offsets
+import coroscope_dwarf
 import coroscope_layouts as layouts
 from coroscope_memory import Memory, Unreadable
 from coroscope_objects import Objects
@@ -24,9 +27,23 @@ FORCE_TABLE = {"on": False}  # `coro layout table` turns DWARF off (for checking
 def python_version(memory: Memory) -> tuple[int, int]:
     addr = symbol_address("Py_Version")
     if addr is None:
+        # Before 3.11 there is no Py_Version; the interpreter's file name still says which it is.
+        older = version_from_file_names()
+        if older is not None:
+            raise layouts.UnsupportedVersion(
+                f"CPython {older[0]}.{older[1]} is not supported (supported: {layouts.supported_text()})")
         raise NotPython("no Py_Version symbol: not CPython 3.11+ (or its symbols are not loaded)")
     hexversion = memory.u64(addr) & 0xFFFFFFFF
     return (hexversion >> 24, (hexversion >> 16) & 0xFF)
+
+
+def version_from_file_names() -> tuple[int, int] | None:
+    """(3, 10) from a loaded libpython3.10.so or python3.10 executable, or None."""
+    for objfile in gdb.objfiles():
+        m = re.search(r"(?:^|/)(?:lib)?python(\d)\.(\d+)", objfile.filename or "")
+        if m:
+            return int(m.group(1)), int(m.group(2))
+    return None
 
 
 def snapshot() -> Process:
@@ -41,7 +58,9 @@ def snapshot() -> Process:
         raise NotPython("not a Python process: no _PyRuntime symbol in the program or its libraries")
     memory = Memory(inferior)
     version = python_version(memory)
-    layout = layouts.load(version, use_dwarf=not FORCE_TABLE["on"])
+    layout = layouts.load(version, measure=None if FORCE_TABLE["on"] else coroscope_dwarf.offset)
+    # 3.13+: what the interpreter publishes about itself must agree with what we will read by.
+    layout.published = debug_offsets.check(memory.read, runtime, layouts.table_for(version), layout.off)
     reset_caches()
     proc = Process(Objects(memory, layout), runtime)
     proc.layout = layout
@@ -58,6 +77,8 @@ def document(proc: Process) -> dict:
         "format": "coroscope-bt/1",
         "python": "%d.%d" % proc.layout.version,
         "layout": proc.layout.describe(),
+        "runtime": f"{proc.runtime:#x}",
+        "debug_offsets_agreeing": proc.layout.published,
         "live": proc.live,
         "threads": [{"ident": t["ident"], "native_id": t["native_id"]} for t in proc.threads],
         "tasks": tasks,
@@ -86,7 +107,7 @@ def _run(body):
         body()
     except NotPython as exc:
         raise gdb.GdbError(f"coroscope: {exc}") from None
-    except layouts.UnsupportedVersion as exc:
+    except (layouts.UnsupportedVersion, debug_offsets.Mismatch) as exc:
         raise gdb.GdbError(f"coroscope: {exc}") from None
     except Unreadable as exc:
         raise gdb.GdbError(f"coroscope: cannot read the interpreter state: {exc}") from None
@@ -210,6 +231,8 @@ Usage: coro layout [table | auto]"""
                 FORCE_TABLE["on"] = arg.strip() == "table"
             proc = snapshot()
             gdb.write(proc.layout.describe() + "\n")
+            if proc.layout.published:
+                gdb.write(f"  published _Py_DebugOffsets: {proc.layout.published} offsets agree\n")
             for type_name, source in sorted(proc.layout.sources.items()):
                 gdb.write(f"  {type_name}: {source}\n")
         _run(body)

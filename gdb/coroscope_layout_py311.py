@@ -9,6 +9,7 @@ Include/internal/pycore_dict.h, Include/internal/pycore_genobject (cpython/genob
 Include/internal/pycore_interp.h and cpython/pystate.h, Modules/_collectionsmodule.c (deque
 blocks), Modules/_asynciomodule.c (FutureObj_HEAD, TaskObj).  Struct layouts do not change
 within a 3.11.x series (the ABI is frozen at 3.11.0 final), so one table serves all 3.11.x.
+Fields that do not exist in 3.11 are ``None`` (see ``coroscope_layouts``).
 ``tests/test_backtrace_layout.py`` checks every number against the DWARF of the installed
 interpreter, so a wrong entry fails a test rather than a debugging session.
 """
@@ -34,6 +35,9 @@ OFFSETS = {
     "PyTupleObject.ob_item": 24,
     "PyListObject.ob_item": 24,
     "PyLongObject.ob_digit": 24,
+    "PyLongObject.lv_tag": None,           # 3.12+ only
+    "PyDictValues.values": 0,
+    "PyDictValues.valid": None,            # 3.13+ only
     "PyFloatObject.ob_fval": 16,
     "PyCellObject.ob_ref": 16,
     "PyDictObject.ma_used": 16,
@@ -91,6 +95,7 @@ OFFSETS = {
     "PyInterpreterState.modules": 888,
     "PyThreadState.next": 8,
     "PyThreadState.cframe": 56,
+    "PyThreadState.current_frame": None,   # 3.13+ (3.11 reaches the frame through cframe)
     "PyThreadState.thread_id": 152,
     "PyThreadState.native_thread_id": 160,
     "_PyCFrame.current_frame": 8,
@@ -114,15 +119,23 @@ OFFSETS = {
 CONSTANTS = {
     # Include/object.h
     "Py_TPFLAGS_MANAGED_DICT": 1 << 4,
+    "Py_TPFLAGS_INLINE_VALUES": None,      # 3.13+
     # Include/internal/pycore_object.h: _PyObject_ManagedDictPointer is ((PyObject **)obj)-3,
     # _PyObject_ValuesPointer is ((PyDictValues **)obj)-4 (they sit before the GC header).
+    "MANAGED_DICT_SCHEME": "dict-and-values-pointers",
     "MANAGED_DICT_OFFSET": -3 * 8,
     "MANAGED_VALUES_OFFSET": -4 * 8,
+    "INLINE_VALUES_OFFSET": None,
     # Include/internal/pycore_frame.h: enum _framestate
     "FRAME_CREATED": -2,
     "FRAME_SUSPENDED": -1,
+    "FRAME_SUSPENDED_YIELD_FROM": None,    # 3.13+: here the next instruction says it (below)
     "FRAME_EXECUTING": 0,
     "FRAME_CLEARED": 4,
+    # 3.11 marks an entry frame with is_entry, not with an owner value; the C stack owns none.
+    "FRAME_OWNED_BY_CSTACK": None,
+    # prev_instr points at the last instruction executed (pycore_frame.h); LASTI is prev_instr - code.
+    "FRAME_INSTR": "last",
     # Include/opcode.h: RESUME 151 and its specialised form RESUME_QUICK 150.  A suspended
     # generator's next instruction is RESUME with oparg >= 2 when it awaits (genobject.c _PyGen_yf).
     "RESUME_OPCODES": (151, 150),
@@ -131,6 +144,7 @@ CONSTANTS = {
     "CO_FAST_FREE": 0x80,
     # Include/cpython/longintrepr.h (30-bit digits on 64-bit builds)
     "PyLong_SHIFT": 30,
+    "LONG_SCHEME": "ob_size",              # the sign and digit count are ob_size
     # Modules/_asynciomodule.c: fut_state
     "STATE_PENDING": 0,
     "STATE_CANCELLED": 1,
@@ -139,4 +153,8 @@ CONSTANTS = {
     "T_OBJECT": 6,
     "T_OBJECT_EX": 16,
     "T_DOUBLE": 4,
+    # Lib/asyncio/tasks.py imports _asyncio._all_tasks (a WeakSet of every pending task).
+    "ASYNCIO_TASK_SOURCE": "module-sets",
+    "ASYNCIO_TASK_WEAKSETS": ("_all_tasks",),
+    "ASYNCIO_TASK_SETS": (),
 }

@@ -1,27 +1,61 @@
-"""Where the fields of CPython's objects are: from DWARF when gdb has it, else from a table.
+"""Where the fields of CPython's objects are, for every reader of a target's memory.
 
-Every reader in these scripts asks for an offset by one name, ``"PyGenObject.gi_iframe"``, and
-never touches a gdb.Type itself.  That keeps one code path for both sources of truth:
+Every reader asks for an offset by one logical name, ``"PyGenObject.gi_iframe"``, and never
+touches a debugger type itself.  That keeps one code path for two sources of truth:
 
 * DWARF: when the interpreter (libpython, the python executable, or the ``_asyncio`` extension)
-  carries debug info, ``gdb.lookup_type`` answers and each offset is measured from the real type
-  (so a rebuilt interpreter with a different struct layout is still read right);
+  carries debug info, the caller passes ``load`` a ``measure(type_name, member_path)`` function
+  (in gdb: ``coroscope_dwarf.offset``) and each offset is measured from the real type, so a
+  rebuilt interpreter with a different struct layout is still read right;
 * the table: a stripped interpreter has no types, so offsets come from
   ``coroscope_layout_py<major><minor>.py``, one file per CPython version, each saying where its
   numbers came from (the way py-spy keeps per-version bindings).
 
-The choice is made per C struct: ``_asyncio`` may have debug info while libpython does not.  The
-CPython version comes from the exported ``Py_Version`` constant (3.11+), which the dynamic symbol
-table always has, so even a fully stripped interpreter picks the right table.
+This module and the tables are plain Python with no import of ``gdb``: a reader of our own
+(process_vm_readv on a live pid, or an ELF core reader) imports them from this directory and
+gets the same numbers, measured the same way.  The version is dispatched in exactly one place,
+``table_for``; the readers never compare version numbers, they act on the facts a table states
+(an offset that is ``None`` because the member does not exist in that version, a constant such
+as ``MANAGED_DICT_SCHEME`` or ``FRAME_SUSPENDED_YIELD_FROM``).
+
+Names are logical, spelt as in 3.11: ``_PyInterpreterFrame.f_code`` is "the frame's code object"
+although 3.13 calls the member ``f_executable``, and ``_PyInterpreterFrame.prev_instr`` is "the
+frame's instruction pointer" although 3.13 has ``instr_ptr``.  A table whose version spells a
+member differently says so in ``DWARF_NAMES`` (logical name -> C type and member path), so DWARF
+measures the right member; a member that does not exist in a version is ``None`` in its table.
+
+The choice of source is made per C struct: ``_asyncio`` may have debug info while libpython
+does not.  The CPython version comes from the exported ``Py_Version`` constant (3.11+), which
+the dynamic symbol table always has, so even a fully stripped interpreter picks the right table.
+
+What 3.14 needs (designed, not built).  3.14 publishes two tables of its own: the
+``_Py_DebugOffsets`` at the start of ``_PyRuntime`` (cookie ``xdebugpy``, as in 3.13, grown with
+more sections) and ``_Py_AsyncioModuleDebugOffsets`` in the ``_asyncio`` extension's
+``.AsyncioDebug`` ELF section (task object: name, awaited_by, is_task, coro, task_node; the
+``asyncio_thread_state`` with its ``asyncio_running_loop``/``asyncio_running_task``).  Tasks are
+no longer in a module-level WeakSet: each thread state keeps a linked list of its tasks
+(``_PyThreadStateImpl.asyncio_tasks_head``, nodes are ``TaskObj.task_node``) and the interpreter
+keeps the list of tasks whose thread has gone.  So adding 3.14 is:
+one table, ``coroscope_layout_py314.py``, with the offsets this file names plus
+``TaskObj.task_node``, ``llist_node.next`` and the thread-state list head, and the constant
+``ASYNCIO_TASK_SOURCE = "thread-lists"`` (3.11-3.13 say ``"module-sets"``); and one reader path,
+in ``coroscope_tasks.Process.task_addresses``, that walks each thread's list (bounded like every
+walk) when the table says so.  The published tables are checked against ours exactly as 3.13's
+``_Py_DebugOffsets`` is (``coroscope_debug_offsets``): any disagreement is one line, never output
+from guessed offsets.  Frames in 3.14 move ``stacktop`` to a ``stackpointer`` pointer and tag
+``f_executable`` (``_PyStackRef``: mask the low bits); both are facts for its table
+(``FRAME_STACK_SCHEME``, ``STACKREF_TAG_MASK``), read in the one place that reads a frame.
 """
 from __future__ import annotations
 
 import importlib
+import os
+import re
+import sys
 
-import gdb  # noqa: F401  (only inside gdb)
-
-# Field name -> (C type name for gdb.lookup_type, dotted member path).
-# Every name used by the readers is here; a table file must give a number for each.
+# Logical field name -> (C type name, dotted member path) as spelt in CPython 3.11; a path of
+# None is the size of the type.  Every name used by the readers is here; a table must give a
+# number (or None: not in this version) for each.
 FIELDS = {
     "PyObject.ob_type": ("PyObject", "ob_type"),
     "PyVarObject.ob_size": ("PyVarObject", "ob_size"),
@@ -41,6 +75,9 @@ FIELDS = {
     "PyTupleObject.ob_item": ("PyTupleObject", "ob_item"),
     "PyListObject.ob_item": ("PyListObject", "ob_item"),
     "PyLongObject.ob_digit": ("PyLongObject", "ob_digit"),
+    "PyLongObject.lv_tag": ("PyLongObject", "long_value.lv_tag"),
+    "PyDictValues.values": ("PyDictValues", "values"),
+    "PyDictValues.valid": ("PyDictValues", "valid"),
     "PyFloatObject.ob_fval": ("PyFloatObject", "ob_fval"),
     "PyCellObject.ob_ref": ("PyCellObject", "ob_ref"),
     "PyDictObject.ma_used": ("PyDictObject", "ma_used"),
@@ -98,6 +135,7 @@ FIELDS = {
     "PyInterpreterState.modules": ("PyInterpreterState", "modules"),
     "PyThreadState.next": ("PyThreadState", "next"),
     "PyThreadState.cframe": ("PyThreadState", "cframe"),
+    "PyThreadState.current_frame": ("PyThreadState", "current_frame"),
     "PyThreadState.thread_id": ("PyThreadState", "thread_id"),
     "PyThreadState.native_thread_id": ("PyThreadState", "native_thread_id"),
     "_PyCFrame.current_frame": ("_PyCFrame", "current_frame"),
@@ -119,17 +157,22 @@ FIELDS = {
     "futureiterobject.future": ("futureiterobject", "future"),
 }
 
-# Constants that are not struct members (enum values, flags, opcodes); never from DWARF.
+# Constants that are not struct members (enum values, flags, opcodes, schemes); never from DWARF.
 CONSTANT_NAMES = (
-    "Py_TPFLAGS_MANAGED_DICT", "MANAGED_DICT_OFFSET", "MANAGED_VALUES_OFFSET",
-    "FRAME_CREATED", "FRAME_SUSPENDED", "FRAME_EXECUTING", "FRAME_CLEARED",
-    "RESUME_OPCODES", "CO_FAST_CELL", "CO_FAST_FREE", "PyLong_SHIFT",
+    "Py_TPFLAGS_MANAGED_DICT", "Py_TPFLAGS_INLINE_VALUES", "MANAGED_DICT_SCHEME",
+    "MANAGED_DICT_OFFSET", "MANAGED_VALUES_OFFSET", "INLINE_VALUES_OFFSET",
+    "FRAME_CREATED", "FRAME_SUSPENDED", "FRAME_SUSPENDED_YIELD_FROM", "FRAME_EXECUTING",
+    "FRAME_CLEARED", "FRAME_OWNED_BY_CSTACK", "FRAME_INSTR", "RESUME_OPCODES",
+    "CO_FAST_CELL", "CO_FAST_FREE", "PyLong_SHIFT", "LONG_SCHEME",
     "STATE_PENDING", "STATE_CANCELLED", "STATE_FINISHED", "T_OBJECT_EX", "T_OBJECT", "T_DOUBLE",
+    "ASYNCIO_TASK_SOURCE", "ASYNCIO_TASK_WEAKSETS", "ASYNCIO_TASK_SETS",
 )
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 class Layout:
-    """Offsets (``off[name]``) and constants (``const[name]``) for one interpreter.
+    """Offsets (``off[name]``, None where the member does not exist) and constants (``const[name]``).
 
     ``sources`` maps each C type name to "dwarf" or "table:3.11": what was used for it.
     """
@@ -139,6 +182,7 @@ class Layout:
         self.off = off
         self.const = const
         self.sources = sources
+        self.published = 0  # offsets the interpreter publishes that were checked and agree (3.13+)
 
     def describe(self) -> str:
         kinds = sorted(set(self.sources.values()))
@@ -149,47 +193,50 @@ class UnsupportedVersion(Exception):
     pass
 
 
+def supported_versions() -> list[tuple[int, int]]:
+    """The versions a table exists for, oldest first."""
+    out = []
+    for name in os.listdir(_HERE):
+        m = re.fullmatch(r"coroscope_layout_py(\d)(\d+)\.py", name)
+        if m:
+            out.append((int(m.group(1)), int(m.group(2))))
+    return sorted(out)
+
+
+def supported_text() -> str:
+    return ", ".join("%d.%d" % v for v in supported_versions())
+
+
 def table_for(version: tuple[int, int]):
+    """The one place a CPython version is turned into a layout table."""
     name = f"coroscope_layout_py{version[0]}{version[1]}"
-    try:
-        return importlib.import_module(name)
-    except ImportError:
+    if version not in supported_versions():
         raise UnsupportedVersion(
-            f"CPython {version[0]}.{version[1]} is not supported (no {name}.py layout table)") from None
+            f"CPython {version[0]}.{version[1]} is not supported (no {name}.py layout table; "
+            f"supported: {supported_text()})")
+    if _HERE not in sys.path:  # a reader outside gdb may have loaded this file by path
+        sys.path.insert(0, _HERE)
+    return importlib.import_module(name)
 
 
-def dwarf_offset(type_name: str, path: str | None) -> int | None:
-    """The offset (or the size when path is None) measured from debug info, or None."""
-    try:
-        t = gdb.lookup_type(type_name).strip_typedefs()
-    except gdb.error:
-        return None
-    if path is None:
-        return t.sizeof
-    offset = 0
-    count = path.endswith("#count")
-    if count:
-        path = path[: -len("#count")]
-    for part in path.split("."):
-        fields = {f.name: f for f in t.fields()}
-        if part not in fields:
-            return None
-        f = fields[part]
-        offset += f.bitpos // 8
-        t = f.type.strip_typedefs()
-    if count:
-        return t.range()[1] + 1
-    return offset
+def member(table, name: str) -> tuple[str, str | None]:
+    """(C type, member path) of a logical name in the version of ``table``."""
+    return getattr(table, "DWARF_NAMES", {}).get(name, FIELDS[name])
 
 
-def load(version: tuple[int, int], use_dwarf: bool = True) -> Layout:
+def load(version: tuple[int, int], measure=None) -> Layout:
+    """The layout for ``version``: each C type from ``measure`` (DWARF) if it knows the type, else the table."""
     table = table_for(version)
     off, sources = {}, {}
     dwarf_types: dict[str, bool] = {}
-    for name, (type_name, path) in FIELDS.items():
+    for name in FIELDS:
+        if table.OFFSETS[name] is None:  # not in this version
+            off[name] = None
+            continue
+        type_name, path = member(table, name)
         value = None
-        if use_dwarf and dwarf_types.get(type_name, True):
-            value = dwarf_offset(type_name, path)
+        if measure is not None and dwarf_types.get(type_name, True):
+            value = measure(type_name, path)
             dwarf_types[type_name] = value is not None
         if value is None:
             value = table.OFFSETS[name]

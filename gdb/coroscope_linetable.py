@@ -1,4 +1,9 @@
-"""CPython 3.11 location tables (``co_linetable``) to line numbers; pure Python, no gdb.
+"""CPython location tables (``co_linetable``) to line numbers; pure Python, no gdb.
+
+One format serves 3.11, 3.12 and 3.13 (Objects/locations.md is unchanged across them).  The
+offset asked about is CPython's LASTI in bytes: ``prev_instr - code`` in 3.11 and 3.12, and
+``instr_ptr - code`` in 3.13, where the pointer is the current instruction rather than the last;
+the reader takes that pointer from the frame, so this module does not care which it was.
 
 The format is described in CPython's Objects/locations.md: a sequence of entries, each
 covering 1-8 code units, whose first byte holds a code (bits 3-6) and the length (bits 0-2);
@@ -9,7 +14,7 @@ from __future__ import annotations
 
 
 def parse_linetable(table: bytes, firstlineno: int) -> list[tuple[int, int, int | None]]:
-    """3.11 location table -> [(start_offset_bytes, end_offset_bytes, line)] (Objects/locations.md)."""
+    """Location table -> [(start_offset_bytes, end_offset_bytes, line)] (Objects/locations.md)."""
     out = []
     i, addr, line = 0, 0, firstlineno
     n = len(table)

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import struct
 
-import gdb
+try:
+    import gdb
+except ImportError:  # loaded by coroscope's own memory reader, outside gdb
+    gdb = None
 
 PAGE = 4096
 MAX_READ = 1 << 20          # no single object read is larger than this

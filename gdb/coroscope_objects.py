@@ -130,8 +130,13 @@ class Objects:
         return self.m.read(obj + self.o["PyBytesObject.ob_sval"], size)
 
     def int(self, obj: int) -> int:
-        size = self.m.i64(obj + self.o["PyVarObject.ob_size"])
-        n = abs(size)
+        if self.c["LONG_SCHEME"] == "lv_tag":
+            # 3.12+: lv_tag holds the sign (0 positive, 1 zero, 2 negative) and digits << 3.
+            tag = self.m.u64(obj + self.o["PyLongObject.lv_tag"])
+            n, negative = tag >> 3, (tag & 3) == 2
+        else:
+            size = self.m.i64(obj + self.o["PyVarObject.ob_size"])
+            n, negative = abs(size), size < 0
         if n > 64:
             raise Unreadable(obj, "int too large")
         value = 0
@@ -139,7 +144,7 @@ class Objects:
         base = obj + self.o["PyLongObject.ob_digit"]
         for i in reversed(range(n)):
             value = (value << shift) | self.m.u32(base + 4 * i)
-        return -value if size < 0 else value
+        return -value if negative else value
 
     def float(self, obj: int) -> float:
         return self.m.f64(obj + self.o["PyFloatObject.ob_fval"])
@@ -193,7 +198,7 @@ class Objects:
                                  o["PyDictUnicodeEntry.me_value"])
         raw = self.m.ptrs(entries, nentries * esize // 8)
         per = esize // 8
-        split_values = self.m.ptrs(values, nentries) if values else None
+        split_values = self.m.ptrs(values + o["PyDictValues.values"], nentries) if values else None
         out = []
         for i in range(nentries):
             key = raw[i * per + kofs // 8]
@@ -270,12 +275,25 @@ class Objects:
     def instance_dict_items(self, obj: int) -> list[tuple[int, int]]:
         t = self.type_of(obj)
         flags = self.type_flags(t)
-        if flags & self.c["Py_TPFLAGS_MANAGED_DICT"]:
-            values = self.m.u64(obj + self.c["MANAGED_VALUES_OFFSET"])
+        c = self.c
+        if flags & c["Py_TPFLAGS_MANAGED_DICT"]:
+            scheme = c["MANAGED_DICT_SCHEME"]
+            values = 0
+            if scheme == "dict-and-values-pointers":       # 3.11
+                values = self.m.u64(obj + c["MANAGED_VALUES_OFFSET"])
+                d = 0 if values else self.m.u64(obj + c["MANAGED_DICT_OFFSET"])
+            elif scheme == "tagged-dict-or-values":        # 3.12
+                word = self.m.u64(obj + c["MANAGED_DICT_OFFSET"])
+                values, d = (word + 1, 0) if word & 1 else (0, word)
+            else:                                          # 3.13 "inline-values"
+                d = self.m.u64(obj + c["MANAGED_DICT_OFFSET"])
+                if flags & c["Py_TPFLAGS_INLINE_VALUES"]:
+                    inline = obj + c["INLINE_VALUES_OFFSET"]
+                    if self.m.u8(inline + self.o["PyDictValues.valid"]):
+                        values = inline
             if values:
                 keys = self.m.u64(t + self.o["PyHeapTypeObject.ht_cached_keys"])
                 return self._dict_entries(keys, values, MAX_ITEMS)
-            d = self.m.u64(obj + self.c["MANAGED_DICT_OFFSET"])
         else:
             offset = self.m.i64(t + self.o["PyTypeObject.tp_dictoffset"])
             if offset <= 0:
@@ -343,6 +361,12 @@ class Objects:
             return self.int(v)
         return None
 
+    def gen_code(self, gen: int) -> int:
+        """A generator's code object: ``gi_code`` in 3.11, its frame's code from 3.12."""
+        if self.o["PyGenObject.gi_code"] is not None:
+            return self.m.u64(gen + self.o["PyGenObject.gi_code"])
+        return self.m.u64(gen + self.o["PyGenObject.gi_iframe"] + self.o["_PyInterpreterFrame.f_code"])
+
     # -- display ---------------------------------------------------------------------------
 
     def repr(self, obj: int, depth: int = 2, limit: int = 120) -> str:
@@ -373,7 +397,7 @@ class Objects:
             elif k == "dict":
                 text = f"<dict of {self.m.i64(obj + self.o['PyDictObject.ma_used'])} items>"
             elif k in ("coroutine", "generator", "async_generator"):
-                code = self.m.u64(obj + self.o["PyGenObject.gi_code"])
+                code = self.gen_code(obj)
                 text = f"<{k} {self.str(self.m.u64(code + self.o['PyCodeObject.co_qualname']))}>"
             elif k == "function":
                 text = f"<function {self.str(self.m.u64(obj + self.o['PyFunctionObject.func_qualname']))}>"

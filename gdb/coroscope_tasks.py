@@ -26,7 +26,10 @@ from __future__ import annotations
 
 import time
 
-import gdb
+try:
+    import gdb
+except ImportError:  # used by coroscope's own memory reader too, outside gdb
+    gdb = None
 
 from coroscope_memory import Unreadable
 from coroscope_linetable import parse_linetable
@@ -58,13 +61,15 @@ def symbol_address(name: str) -> int | None:
 class Process:
     """One look at the process: its threads, loops and tasks.  Read once, then queried."""
 
-    def __init__(self, objects: Objects, runtime_addr: int):
+    def __init__(self, objects: Objects, runtime_addr: int, live: bool | None = None):
         self.py = objects
         self.m = objects.m
         self.o = objects.o
         self.c = objects.c
         self.runtime = runtime_addr
-        self.live = gdb.selected_inferior().pid != 0 and not _is_core()
+        if live is None:
+            live = gdb.selected_inferior().pid != 0 and not _is_core()
+        self.live = live
         self.threads = self._threads()
         self.asyncio_module = self._module_dict("_asyncio")
         self._timer_index: dict[int, dict] = {}
@@ -92,8 +97,7 @@ class Process:
         for interp in self.interpreters():
             ts = self.m.u64(interp + self.o["PyInterpreterState.threads.head"])
             while ts and len(out) < MAX_THREADS:
-                cframe = self.m.u64(ts + self.o["PyThreadState.cframe"])
-                current = self.m.u64(cframe + self.o["_PyCFrame.current_frame"]) if cframe else 0
+                current = self._current_frame(ts)
                 out.append({
                     "tstate": ts,
                     "ident": self.m.u64(ts + self.o["PyThreadState.thread_id"]),
@@ -103,11 +107,25 @@ class Process:
                 ts = self.m.u64(ts + self.o["PyThreadState.next"])
         return out
 
+    def _current_frame(self, ts: int) -> int:
+        """The thread's innermost frame: tstate->current_frame (3.13), tstate->cframe->current_frame before."""
+        if self.o["PyThreadState.current_frame"] is not None:
+            return self.m.u64(ts + self.o["PyThreadState.current_frame"])
+        cframe = self.m.u64(ts + self.o["PyThreadState.cframe"])
+        return self.m.u64(cframe + self.o["_PyCFrame.current_frame"]) if cframe else 0
+
     def thread_frames(self, thread: dict) -> list[int]:
-        """Interpreter frames of a thread, innermost first."""
-        frames, f = [], thread["current_frame"]
-        while f and len(frames) < MAX_THREAD_FRAMES:
-            frames.append(f)
+        """Interpreter frames of a thread, innermost first.
+
+        From 3.12 the C stack owns an entry frame wherever C code called into the interpreter
+        (owner FRAME_OWNED_BY_CSTACK, the trampoline's code, not the program's): left out.
+        """
+        frames, f, seen = [], thread["current_frame"], 0
+        cstack = self.c["FRAME_OWNED_BY_CSTACK"]
+        while f and seen < MAX_THREAD_FRAMES:
+            seen += 1
+            if cstack is None or self.m.i8(f + self.o["_PyInterpreterFrame.owner"]) != cstack:
+                frames.append(f)
             f = self.m.u64(f + self.o["_PyInterpreterFrame.previous"])
         return frames
 
@@ -130,18 +148,26 @@ class Process:
     def task_addresses(self) -> list[int]:
         if not self.asyncio_module:
             return []
-        weakset = self.py.dict_get(self.asyncio_module, "_all_tasks")
-        if not weakset:
-            return []
-        data = self.py.getattr(weakset, "data")
+        if self.c["ASYNCIO_TASK_SOURCE"] != "module-sets":  # 3.14's per-thread lists: not yet
+            raise Unreadable(self.asyncio_module, "tasks kept where this reader does not look")
         out = []
-        for ref in self.py.set_items(data, MAX_TASKS):
-            try:
-                target = self.py.weakref_target(ref)
-                if target and self.py.kind(target) != "NoneType":
-                    out.append(target)
-            except Unreadable:
-                self.errors.append(f"<unreadable at {ref:#x}> (a weak reference in _all_tasks)")
+        # 3.11: _all_tasks; 3.12 and 3.13: _scheduled_tasks (weak) and _eager_tasks (strong).
+        for name in self.c["ASYNCIO_TASK_WEAKSETS"]:
+            weakset = self.py.dict_get(self.asyncio_module, name)
+            if not weakset:
+                continue
+            data = self.py.getattr(weakset, "data")
+            for ref in self.py.set_items(data, MAX_TASKS):
+                try:
+                    target = self.py.weakref_target(ref)
+                    if target and self.py.kind(target) != "NoneType":
+                        out.append(target)
+                except Unreadable:
+                    self.errors.append(f"<unreadable at {ref:#x}> (a weak reference in {name})")
+        for name in self.c["ASYNCIO_TASK_SETS"]:
+            tasks = self.py.dict_get(self.asyncio_module, name)
+            if tasks:
+                out.extend(self.py.set_items(tasks, MAX_TASKS))
         return sorted(set(out))
 
     # -- task fields ------------------------------------------------------------------------
@@ -166,7 +192,7 @@ class Process:
     def task_fields(self, task: int) -> dict:
         if "_asyncio.Task" in self.py.mro_names(task):
             o = self.o
-            raw = self.m.read(task, o["TaskObj.task_num_cancels_requested"] + 4)
+            raw = self.m.read(task, max(o["TaskObj.task_num_cancels_requested"] + 4, o["TaskObj.task_name"] + 8))
             ptr = lambda name: int.from_bytes(raw[o[name]:o[name] + 8], "little")  # noqa: E731
             return {
                 "coro": ptr("TaskObj.task_coro"),
@@ -190,6 +216,10 @@ class Process:
             n = self.task_fields(task)["name_obj"]
             if n and self.py.kind(n) == "str":
                 return self.py.str(n, 200)
+            if n and self.py.kind(n) == "int":
+                # 3.12+ keeps the task counter until the name is asked for (Task.get_name()
+                # then formats it the same way).
+                return f"Task-{self.py.int(n)}"
             return self.py.repr(n) if n else ""
         except Unreadable:
             return f"<unreadable at {task:#x}>"
@@ -239,12 +269,20 @@ class Process:
         return {"function": qualname, "file": filename, "line": line, "kind": kind,
                 "frame": f"{iframe:#x}"}
 
-    def awaited_by_frame(self, iframe: int) -> int:
-        """What a suspended generator frame awaits (``gi_yieldfrom``), or 0."""
+    def awaited_by_frame(self, iframe: int, state: int) -> int:
+        """What a suspended generator frame awaits (``gi_yieldfrom``), or 0.
+
+        3.13 says so in the frame state (FRAME_SUSPENDED_YIELD_FROM); before, the next
+        instruction after prev_instr is a RESUME with oparg >= 2 (genobject.c ``_PyGen_yf``).
+        """
         _code, prev, top = self._frame_header(iframe)
-        nxt = self.m.read(prev + 2, 2)
-        if nxt[0] not in self.c["RESUME_OPCODES"] or nxt[1] < 2:
-            return 0
+        if self.c["FRAME_SUSPENDED_YIELD_FROM"] is not None:
+            if state != self.c["FRAME_SUSPENDED_YIELD_FROM"]:
+                return 0
+        else:
+            nxt = self.m.read(prev + 2, 2)
+            if nxt[0] not in self.c["RESUME_OPCODES"] or nxt[1] < 2:
+                return 0
         if not 0 < top < 100_000:
             return 0
         return self.m.u64(iframe + self.o["_PyInterpreterFrame.localsplus"] + 8 * (top - 1))
@@ -327,7 +365,7 @@ class Process:
         if k in ("coroutine", "generator", "async_generator"):
             state = self.m.i8(obj + o["PyGenObject.gi_frame_state"])
             iframe = obj + o["PyGenObject.gi_iframe"]
-            if state >= c["FRAME_CLEARED"]:
+            if state > c["FRAME_EXECUTING"]:  # FRAME_COMPLETED, FRAME_CLEARED
                 return ("end",)
             if state == c["FRAME_EXECUTING"]:
                 return ("running", self._running_frames(iframe, frames, iframes))
@@ -335,7 +373,7 @@ class Process:
             iframes.append(iframe)
             if state == c["FRAME_CREATED"]:
                 return ("end",)
-            nxt = self.awaited_by_frame(iframe)
+            nxt = self.awaited_by_frame(iframe, state)
             return ("next", nxt) if nxt else ("end",)
         if k == "coroutine_wrapper":
             return ("next", self.m.u64(obj + o["PyCoroWrapper.cw_coroutine"]))

@@ -132,11 +132,13 @@ TRACE = _Off()
 # an instance, and every tracepoint test in the loop is such a read, traced or not.
 TRACE.on = False
 
-# Frames from these directories are the machinery, not the place a user created a task or fd.
+# Frames from these directories are the machinery, not the place a user created a task or fd:
+# the runtime, asyncio, and coroscope's own diag package (the instrument's task factory, fd
+# tracking's wrappers, the web servers' request marking sit between the user and the call)
 _RUNTIME_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _ASYNCIO_DIR = os.path.dirname(asyncio.__file__) + os.sep
 _MACHINERY = (_RUNTIME_DIR, _ASYNCIO_DIR,
-              os.path.join(os.path.dirname(_RUNTIME_DIR.rstrip(os.sep)), "diag", "instrument.py"))
+              os.path.join(os.path.dirname(_RUNTIME_DIR.rstrip(os.sep)), "diag") + os.sep)
 _TASK_TYPES = (asyncio.Task,) + ((asyncio.tasks._PyTask,) if hasattr(asyncio.tasks, "_PyTask") else ())
 
 _C = pf.COUNTER_INDEX

@@ -237,6 +237,18 @@ class StreamTransport(selector_events._SelectorSocketTransport):
 
 
 class DatagramTransport(selector_events._SelectorDatagramTransport):
+    def sendto(self, data, addr=None):
+        # A socket connected after the transport was made (or handed over unconnected and
+        # connected by its owner) has a peer the transport does not know: asyncio then calls
+        # sock.sendto(data, None) and fails inside the loop with TypeError. uvloop sends to the
+        # connected peer, and so do we: the peer is looked up once, when first needed.
+        if addr is None and self._address is None and not self._extra.get("peername"):
+            try:
+                self._extra["peername"] = self._sock.getpeername()
+            except OSError:
+                pass
+        super().sendto(data, addr)
+
     def _read_ready(self):
         if self._conn_lost:
             return

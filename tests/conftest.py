@@ -7,3 +7,27 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+
+# Tests whose outcome cannot depend on the CPython version (rendering, argument parsing, pure
+# arithmetic on our own data): `make test` runs them on the default version only, and the runs
+# on the other versions (scripts/test-other-pythons.sh) pass --version-dependent-only.
+VERSION_INDEPENDENT = {
+    "test_backtrace_format.py", "test_benchmark_paired.py", "test_check.py", "test_cli.py",
+    "test_dashboard_app.py", "test_dashboard_cli.py", "test_dashboard_scenario.py",
+    "test_doctor.py", "test_export_units.py", "test_pprof.py", "test_syscalls.py",
+    "test_warnings.py", "test_report_html.py", "test_dashboard_tmux.py",
+}
+
+
+def pytest_addoption(parser):
+    parser.addoption("--version-dependent-only", action="store_true",
+                     help="leave out the tests whose outcome cannot depend on the CPython version")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not config.getoption("--version-dependent-only"):
+        return
+    kept = [item for item in items if item.path.name not in VERSION_INDEPENDENT]
+    config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+    items[:] = kept

@@ -113,3 +113,49 @@ def test_task_records_on_a_stock_loop(loop):
     else:                          # uvloop: the task factory only
         assert kinds <= {"task_create", "task_name", "step_begin", "step_end", "task_done",
                          "slow_step", "request_begin", "request_end", "coro_never_awaited"}
+
+
+EAGER_TARGET = textwrap.dedent("""
+    import asyncio, os
+    from diag import probe
+
+    async def quick():
+        return 1
+
+    async def slow():
+        await asyncio.sleep(0.001)
+        return 2
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        loop.set_task_factory(asyncio.eager_task_factory)    # after the loop was instrumented
+        quick_task = asyncio.create_task(quick())
+        assert quick_task.done()                              # finished inside create_task
+        await asyncio.create_task(slow())
+        await asyncio.sleep(0.01)
+        assert loop.get_task_factory() is asyncio.eager_task_factory
+        with probe.attach(os.getpid()) as reader:
+            by_task = {}
+            for rec in reader.poll():
+                if rec.kind in ("task_create", "step_begin", "step_end", "task_done"):
+                    by_task.setdefault(rec.task, []).append(
+                        rec.kind + (":" + rec.fields["wake"] if rec.kind == "step_begin" else ""))
+        for task, kinds in sorted(by_task.items()):
+            print(task, " ".join(kinds))
+
+    asyncio.run(main())
+""")
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="eager tasks are CPython 3.12's")
+def test_an_eager_task_that_finishes_inside_create_task_is_created_stepped_and_done(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COROSCOPE_")}
+    env["COROSCOPE_TRACE"] = "1"
+    out = subprocess.run([PY, "-c", EAGER_TARGET], env=env, capture_output=True, text=True,
+                         timeout=60, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    lines = dict(line.split(" ", 1) for line in out.stdout.strip().splitlines())
+    # main, then quick (one eager step, done before create_task returned), then slow (an eager
+    # first step that suspends, and a second step on the loop)
+    assert lines["2"] == "task_create step_begin:first step_end task_done", lines
+    assert lines["3"] == "task_create step_begin:first step_end step_begin:woken step_end task_done", lines

@@ -85,8 +85,16 @@ def test_a_failing_hook_says_so_in_one_line_and_the_program_runs():
 
 
 def test_a_built_wheel_carries_the_hook_at_the_top_of_site_packages(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True,
-                         timeout=300)
+    # built from a copy of the tracked files: a build leaves build/ behind in the tree it builds
+    src = tmp_path / "src"
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+                           check=True).stdout.split()
+    for name in files:
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_bytes((ROOT / name).read_bytes())
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
+                          str(tmp_path), str(src)], capture_output=True, text=True, timeout=300)
+
     assert out.returncode == 0, out.stderr
     (wheel,) = tmp_path.glob("coroscope-*.whl")
     with zipfile.ZipFile(wheel) as z:

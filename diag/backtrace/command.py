@@ -1,4 +1,9 @@
-"""``coroscope bt PID | --core CORE --exe PYTHON [--json]``: every asyncio task and what it awaits."""
+"""``coroscope bt PID [--gdb] | --core CORE --exe PYTHON [--json]``: every asyncio task and what it awaits.
+
+A live pid is read from outside by ``reader`` (process_vm_readv: the target never stops); ``--gdb``
+reads it through gdb instead (the target is stopped while gdb reads).  A core file always goes
+through gdb.  Both give the same JSON.
+"""
 from __future__ import annotations
 
 import json
@@ -23,7 +28,23 @@ def configure(parser) -> None:
     view.add_argument("--list", action="store_true", help="one line per task")
     view.add_argument("--group", action="store_true", help="tasks with identical stacks merged")
     view.add_argument("--tree", action="store_true", help="who awaits whom, with cycles")
+    parser.add_argument("--gdb", action="store_true",
+                        help="read a live pid through gdb (stops it while reading) instead of "
+                             "from outside with process_vm_readv")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds gdb may take")
+
+
+def read_live(pid: int):
+    from diag.model.tasks import report_from_json
+
+    from .reader import collect_document
+    doc = collect_document(pid)
+    if not doc["asyncio"]:
+        print(f"coroscope: pid {pid} has not imported asyncio: 0 tasks", file=sys.stderr)
+    if doc["torn"]:
+        print(f"coroscope: {doc['torn']} task(s) changed on every re-read and are shown as torn",
+              file=sys.stderr)
+    return report_from_json(doc, f"pid {pid}")
 
 
 def main(args) -> int:
@@ -36,7 +57,10 @@ def main(args) -> int:
         args.pid, note = workers.one(args.pid, args.worker)
         if note:
             print(f"coroscope: {note}", file=sys.stderr)
-    report = collect(pid=args.pid, core=args.core, exe=args.exe, timeout=args.timeout)
+    if args.pid is not None and not args.gdb:
+        report = read_live(args.pid)
+    else:
+        report = collect(pid=args.pid, core=args.core, exe=args.exe, timeout=args.timeout)
     if args.json:
         text = json.dumps(to_jsonable(report.tasks), indent=1)
     else:

@@ -1,7 +1,8 @@
 """``coroscope doctor``: start a service, load it, measure everything, rank what is wrong.
 
     coroscope doctor [--load http|echo|URL|CMD] [--duration S] [--loop L ...] [-o report.html] -- CMD
-    coroscope doctor --demo        the example service on the runtime and on asyncio, side by side
+    coroscope doctor --demo        the shop service's planted problems, then the same service fixed
+    coroscope doctor --pid PID [--load URL | --path P] [--duration S]    a running service
 
 Prints the findings ranked by impact with their evidence, a side-by-side table when several
 loops were asked for, and writes a self-contained HTML report (and its JSON with ``--json``).
@@ -17,14 +18,22 @@ from diag.errors import CoroscopeError
 from diag.model.base import write_json_atomic, write_text_atomic
 from diag.model.doctor import DoctorReport
 
-DEMO_COMMAND = ["{python}", "-m", "examples.http_service", "--port", "0", "--mark-requests"]
-DEMO_LOOPS = ["runtime", "asyncio"]
+# The demo: the shop service (examples/shop_service.py) with its planted problems, then with
+# the fixes applied, on the runtime; its requests weighted as a shop's are (orders most, a
+# report now and then)
+DEMO_SERVICE = ["{python}", "-m", "examples.shop_service", "--port", "0"]
+DEMO_RUNS = [("planted", DEMO_SERVICE), ("fixed", [*DEMO_SERVICE, "--fixed"])]
+DEMO_LOOP = "runtime"
+DEMO_PATHS = ["/orders/7", "/orders/8", "/avatar/3", "/orders/9", "/orders/10", "/avatar/4",
+              "/orders/11", "/orders/12", "/report"]
 
 
 def configure(parser) -> None:
     parser.add_argument("--load", default="http",
                         help="http (GET / on the port the service prints), echo (64-byte TCP "
                              "echo), a URL, or a load command ({host} {port} {url} are filled in)")
+    parser.add_argument("--pid", type=int, help="diagnose this running service from outside (what "
+                        "needs a restart is named as not measured)")
     parser.add_argument("--path", action="append", metavar="PATH",
                         help="a path to GET (repeat for several; the load and the exact-syscalls "
                              "phase go round them), e.g. --path /items/7")
@@ -99,7 +108,10 @@ def service_name(command: list[str]) -> str:
 
 def run_doctor(command: list[str], loops: list[str | None], duration: float, load: str,
                connections: int, output: str, json_path: str | None = None,
-               progress=lambda line: None, paths: list[str] | None = None) -> DoctorReport:
+               progress=lambda line: None, paths: list[str] | None = None,
+               variants: list[tuple[str, list[str]]] | None = None) -> DoctorReport:
+    """Diagnose ``command`` on each of ``loops``; or, with ``variants`` ((label, command) each,
+    on the first loop), each variant: the demo's planted service and its fixed twin."""
     from .diagnose import diagnose
     from .findings import find
     from .report_html import render
@@ -107,11 +119,13 @@ def run_doctor(command: list[str], loops: list[str | None], duration: float, loa
 
     raise_nofile_limit(2 * connections + 1024)  # the client and the service inherit it
     expanded = expand_command(command)
+    plan = ([(f"{name} ({loops[0]})" if loops[0] else name, expand_command(cmd), loops[0])
+             for name, cmd in variants] if variants else
+            [(loop or service_name(expanded), expanded, loop) for loop in loops])
     runs = []
-    for loop in loops:
-        label = loop or service_name(expanded)
-        progress(f"diagnosing on {loop or 'the program’s own loop'}")
-        runs.append(diagnose(label, expanded, loop, duration, load, connections, progress, paths))
+    for label, cmd, loop in plan:
+        progress(f"diagnosing {label}" if variants else f"diagnosing on {loop or 'the program’s own loop'}")
+        runs.append(diagnose(label, cmd, loop, duration, load, connections, progress, paths))
     report = DoctorReport(
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         target=shlex.join([Path(expanded[0]).name, *expanded[1:]]), load=load,
@@ -123,14 +137,47 @@ def run_doctor(command: list[str], loops: list[str | None], duration: float, loa
     return report
 
 
+def run_doctor_pid(pid: int, duration: float, load: str, connections: int, output: str,
+                   json_path: str | None, paths: list[str] | None, progress) -> DoctorReport:
+    from .findings import find
+    from .report_html import render
+    from .running import diagnose_running
+    run = diagnose_running(pid, duration, load, connections, paths, progress)
+    report = DoctorReport(
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        target=f"pid {pid}: {shlex.join(run.command)}" if run.command else f"pid {pid}", load=load,
+        duration_s=duration, runs=[run], findings=find([run]), html_path=str(output))
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(output, render(report))
+    if json_path:
+        write_json_atomic(json_path, report)
+    return report
+
+
 def main(args) -> int:
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
+    if args.pid is not None:
+        if command or args.demo:
+            raise CoroscopeError("give --pid PID, or a command after --, or --demo: one of them")
+        if args.duration <= 0 or args.duration > 600:
+            raise CoroscopeError("--duration must be between 0 and 600 seconds")
+        report = run_doctor_pid(args.pid, args.duration, args.load, args.connections,
+                                args.output or "out/doctor-report.html", args.json, args.path,
+                                lambda line: print(f"... {line}", file=sys.stderr, flush=True))
+        print("\n".join(summary_lines(report)))
+        print("\nnot measured from outside:")
+        for note in report.runs[0].notes:
+            if "not measured" in note or "not available" in note:
+                print(f"  {note}")
+        return 0 if report.runs[0].complete else 1
+    variants = None
     if args.demo:
         if command:
             raise CoroscopeError("--demo runs the bundled example service; give no command with it")
-        command, loops = list(DEMO_COMMAND), list(args.loop or DEMO_LOOPS)
+        command, loops, variants = list(DEMO_SERVICE), [(args.loop or [DEMO_LOOP])[0]], DEMO_RUNS
+        args.path = args.path or DEMO_PATHS
         duration = args.duration if args.duration != 5.0 else 3.0
         output = args.output or "out/demo-report.html"
     else:
@@ -147,7 +194,7 @@ def main(args) -> int:
     target_module.STARTUP_TIMEOUT = args.startup_timeout
     report = run_doctor(command, loops, duration, args.load, args.connections, output, args.json,
                         progress=lambda line: print(f"... {line}", file=sys.stderr, flush=True),
-                        paths=args.path)
+                        paths=args.path, variants=variants)
     print("\n".join(summary_lines(report)))
     broken = [r for r in report.runs if not r.complete]
     if broken:

@@ -40,10 +40,14 @@ def _flame_from_profile(profile, backend: str) -> FlameGraph:
     total = profile.total()
     _incl, self_w = profile.function_totals()
     top = sorted(self_w.items(), key=lambda kv: -kv[1])[:8]
-    return FlameGraph(mode=profile.mode, backend=backend,
-                      svg=render_svg(profile) if profile.stacks else None,
-                      samples=total, top=[(f, w / total) for f, w in top] if total else [],
-                      note="" if profile.stacks else "no samples")
+    graph = FlameGraph(mode=profile.mode, backend=backend,
+                       svg=render_svg(profile) if profile.stacks else None,
+                       samples=total, top=[(f, w / total) for f, w in top] if total else [],
+                       note="" if profile.stacks else "no samples")
+    if profile.mode == "await":
+        from diag.flame.await_sites import await_sites
+        graph.await_sites, graph.idle_share = await_sites(profile.stacks)
+    return graph
 
 
 class _ProbeWatcher:
@@ -136,7 +140,9 @@ def _statuses_note(answer: dict, what: str, notes: list[str]) -> None:
 def _life_a(run: Run, load: str, mode: str, duration: float, connections: int, progress,
             paths: list[str] | None) -> None:
     notes = run.notes
-    with Target(run.command, loop=run.loop, trace=True) as target:
+    # fd tracking on: a leaked fd is named by the line that opened it (it costs the target no
+    # syscall: the origins go to the probe's shared memory)
+    with Target(run.command, loop=run.loop, trace=True, fdtrack=True) as target:
         run.pid = target.pid
         progress(f"{run.label}: pid {target.pid} listening on {target.url_host}:{target.port} "
                  f"(found from {target.found_by})")
@@ -149,7 +155,7 @@ def _life_a(run: Run, load: str, mode: str, duration: float, connections: int, p
                 client.connect(1)
                 latencies.append(client.requests(10)["max_ms"])
                 client.close_connections()
-                pids = target.serving_pids()
+                pids = target.serving_pids(settle=5.0)
                 if pids != [target.pid]:
                     notes.append(f"pid {target.pid} serves through worker processes "
                                  f"{', '.join(map(str, pids))}: syscalls and fds are counted over "
@@ -175,12 +181,15 @@ def _life_a(run: Run, load: str, mode: str, duration: float, connections: int, p
             if tasks is not None:
                 tasks.close()
             snapshot = probe.finish() if probe is not None else None
-        worst = max((l for l in latencies if l is not None), default=None)
-        if worst is not None and worst >= 150:
-            run.warnings.append(("blocked-loop", f"a request waited {worst:.0f} ms: the event loop "
-                                                 f"was blocked", "client-latency"))
         if snapshot is not None:
             _from_snapshot(run, snapshot)
+        else:
+            # no probe to time the loop's steps: a long wait seen by the client is the only sign
+            # (where the probe is, a slow handler that awaits is not a blocked loop: it says so)
+            worst = max((l for l in latencies if l is not None), default=None)
+            if worst is not None and worst >= 150:
+                run.warnings.append(("blocked-loop", f"a request waited {worst:.0f} ms: the event "
+                                                     f"loop was blocked", "client-latency"))
         if not target.alive():
             run.complete = False
             notes.append(f"the service exited with status {target.proc.returncode} during the run"
@@ -208,6 +217,7 @@ def _exact_and_leaks(run: Run, client, counter, tasks, pids: list[int], latencie
             run.syscalls_backend = counter.backend
     client.close_connections()
     tasks.mark()
+    before = _open_fds(pids)
     for _ in range(CYCLES):
         client.connect(1)
         latencies.append(client.requests(10)["max_ms"])
@@ -220,6 +230,8 @@ def _exact_and_leaks(run: Run, client, counter, tasks, pids: list[int], latencie
             tasks.poll()
     fa = run.fds_after_cycle
     run.leaked_fds_per_cycle = (fa[-1] - fa[0]) / (len(fa) - 1)
+    if run.leaked_fds_per_cycle > 0:
+        run.leaked_fd_origins = _leaked_fd_origins(pids, before)
     ta = run.tasks_after_cycle
     if tasks.why_not is None and len(ta) >= 2:
         run.leaked_tasks_per_cycle = (ta[-1] - ta[0]) / (len(ta) - 1)
@@ -228,6 +240,53 @@ def _exact_and_leaks(run: Run, client, counter, tasks, pids: list[int], latencie
     else:
         why = tasks.why_not or "fewer than 2 cycles were counted"
         run.notes.append(f"tasks leaked per cycle: not available: {why}")
+
+
+def _open_fds(pids: list[int]) -> set[tuple[int, int, str]]:
+    out = set()
+    for pid in pids:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                out.add((pid, int(fd), os.readlink(f"/proc/{pid}/fd/{fd}")))
+            except OSError:
+                continue
+    return out
+
+
+def _leaked_fd_origins(pids: list[int], before: set) -> list[tuple[str, str, int]]:
+    """The fds opened during the leak cycles and open after them, grouped by kind and by the
+    line of the user's code that opened them (the probe's fd-origin table, filled by fd
+    tracking in the target); fds of unknown origin are grouped as such."""
+    from diag import probe
+    from diag.flame.await_sites import is_user_code
+    from diag.fds.inventory import classify_target
+    groups: dict[tuple[str, str], int] = {}
+    readers = {}
+    try:
+        for pid, fd, target in sorted(_open_fds(pids) - before):
+            if pid not in readers:
+                try:
+                    readers[pid] = probe.attach(pid, from_start=False)
+                except Exception:  # noqa: BLE001 - no probe: origins unknown
+                    readers[pid] = None
+            origin = readers[pid].fd_origin(fd) if readers[pid] is not None else None
+            where = "an unknown place (fd tracking saw no open)"
+            if origin is not None:
+                lines = [ln for ln in origin.stack.splitlines() if ln.strip()]
+                mine = [ln for ln in lines if is_user_code(ln.split(":", 1)[0])]
+                where = _relative_line((mine or lines or [where])[0])
+            key = (classify_target(target), where)
+            groups[key] = groups.get(key, 0) + 1
+    finally:
+        for reader in readers.values():
+            if reader is not None:
+                reader.close()
+    return [(kind, where, n) for (kind, where), n in sorted(groups.items(), key=lambda kv: -kv[1])]
+
+
+def _relative_line(line: str) -> str:
+    cwd = os.getcwd() + os.sep
+    return line[len(cwd):] if line.startswith(cwd) else line
 
 
 def _timed_and_loaded(run: Run, client, target, load: str, mode: str, duration: float,
@@ -311,8 +370,11 @@ def _from_snapshot(run: Run, snapshot) -> None:
     from diag.warnings import check
     run.slow_steps = len(snapshot.slow_steps)
     for f in check(snapshot, only=["blocked-loop", "never-yielded", "self-wakes", "never-awaited"]):
-        evidence = f" | {f.evidence[0]}" if f.evidence else ""
-        run.warnings.append((f.lint, f"{f.subject}: {f.message}{evidence}", "probe"))
+        # a step's stack taken when it had finished (a stock loop's slow step) says nothing
+        useful = [e for e in f.evidence if "finished" not in e]
+        evidence = f" | {useful[0]}" if useful else ""
+        message = f.message.split(", at task ")[0] if "finished" in f.message else f.message
+        run.warnings.append((f.lint, f"{f.subject}: {message}{evidence}", "probe"))
     lag = [v for v in snapshot.loop.sched_lag_p99_ms.values if v]
     if lag:
         ordered = sorted(lag)
@@ -395,6 +457,8 @@ def _life_b(run: Run, mode: str, duration: float, connections: int, progress,
             return
         profile = profile_from_sampler(data, "await", target=f"{run.label}, pid {target.pid}")
         run.flames.append(_flame_from_profile(profile, "sampler"))
+        from diag.flame.await_sites import loop_thread_sites
+        run.loop_thread_sites = loop_thread_sites(profile_from_sampler(data, "wall").stacks)
         if not any(f.mode == "cpu" and f.svg for f in run.flames):
             run.flames[:] = [f for f in run.flames if f.mode != "cpu"]
             cpu = profile_from_sampler(data, "cpu", target=f"{run.label}, pid {target.pid}")

@@ -24,14 +24,19 @@ def _blocked(run: Run) -> list[Finding]:
         by_kind.setdefault(kind, []).append((message, source))
     for kind, items in by_kind.items():
         sources = sorted({s for _m, s in items})
+        where = [f"the loop's thread was in {site}"
+                 + (f", calling {call}" if not site.startswith(call + " (") else "")
+                 + f": {share:.0%} of its samples"
+                 for site, call, share in run.loop_thread_sites] if kind == "blocked-loop" else []
         title = {"blocked-loop": "the event loop was blocked",
                  "never-yielded": "a step never yielded to the loop"}.get(kind, kind)
         out.append(Finding(
             f"{title} ({len(items)} time{'s' if len(items) > 1 else ''}, seen by {' and '.join(sources)})",
             "error" if kind in ("blocked-loop", "never-yielded") else "warning",
             90.0 + min(9.0, len(items)), run.label,
-            [m for m, _s in items[:5]] + ([f"... and {len(items) - 5} more"] if len(items) > 5 else []),
-            "move the blocking call off the loop (loop.run_in_executor, or an async library)"))
+            where + [m for m, _s in items[:3]] + ([f"... and {len(items) - 3} more"] if len(items) > 3 else []),
+            "move the blocking call off the loop (loop.run_in_executor, or an async library)",
+            kind))
     return out
 
 
@@ -48,7 +53,7 @@ def _task_leak(run: Run) -> list[Finding]:
         "error", 80.0 + min(19.0, per_cycle), run.label,
         [f"live tasks after each cycle (connect, 10 requests, close): {run.tasks_after_cycle}"]
         + [f"still pending: {s}" for s in run.leaked_task_survivors],
-        "cancel the task when its connection closes (connection_lost), or await it")]
+        "cancel the task when its connection closes (connection_lost), or await it", "task-leak")]
 
 
 def _fd_leak(run: Run) -> list[Finding]:
@@ -60,15 +65,18 @@ def _fd_leak(run: Run) -> list[Finding]:
         run.label,
         [f"fds after each cycle (connect, 10 requests, close): {run.fds_after_cycle}",
          f"fds during the run: {int(run.fds[0].value) if run.fds else '?'} -> "
-         f"{int(run.fds[-1].value) if run.fds else '?'}"],
-        "find the opener with `coroscope leaks -- CMD` (it names the stack that opened each fd)")]
+         f"{int(run.fds[-1].value) if run.fds else '?'}"]
+        + [f"{n} x {kind} opened at {where}, still open" for kind, where, n in run.leaked_fd_origins],
+        "close it on every path (a with block, or finally)" if run.leaked_fd_origins else
+        "find the opener with `coroscope leaks -- CMD` (it names the stack that opened each fd)",
+        "fd-leak")]
 
 
 def _crash(run: Run) -> list[Finding]:
     if run.complete:
         return []
     return [Finding("the service did not survive the run", "error", 100.0, run.label,
-                    [n for n in run.notes if "exited" in n or "stopped" in n])]
+                    [n for n in run.notes if "exited" in n or "stopped" in n], kind="crash")]
 
 
 def _syscalls(run: Run) -> list[Finding]:
@@ -86,7 +94,8 @@ def _syscalls(run: Run) -> list[Finding]:
             [", ".join(f"{k} {v:g}/request" for k, v in mapping.items()),
              "a large read buffer allocated and freed per read (asyncio reads with "
              "recv(262144)) makes glibc mmap it, shrink it and unmap it each time"],
-            "reuse a read buffer (the coroscope runtime reads into one with recv_into)"))
+            "reuse a read buffer (the coroscope runtime reads into one with recv_into)",
+            "allocation-churn"))
     out.append(Finding(
         f"{total:g} syscalls per request", "info", min(50.0, total), run.label,
         [", ".join(f"{k} {v:g}" for k, v in sc.items()) + f" ({run.syscalls_backend})"]))
@@ -103,11 +112,12 @@ def _tail(run: Run) -> list[Finding]:
         out.append(Finding(f"long latency tail: p99 {lat.p99_ms:.1f} ms is {ratio:.0f}x p50",
                            "warning", min(60.0, ratio), run.label,
                            [f"{lat.source}, {lat.connections} connections: p50 {lat.p50_ms:.2f} ms, "
-                            f"p99 {lat.p99_ms:.2f} ms"]))
+                            f"p99 {lat.p99_ms:.2f} ms"], kind="latency-tail"))
     if lat.errors:
         share = 100 * lat.errors / max(1, lat.requests + lat.errors)
         out.append(Finding(f"{lat.errors} failed requests ({share:.1f}%)", "warning", share,
-                           run.label, [f"{lat.source} at {lat.connections} connections"]))
+                           run.label, [f"{lat.source} at {lat.connections} connections"],
+                           kind="failed-requests"))
     return out
 
 
@@ -132,10 +142,57 @@ def _hot(run: Run) -> list[Finding]:
             out.append(Finding(f"hot spot: {share:.0%} of on-CPU samples in {frame}", "info",
                                100 * share, run.label,
                                [f"{f} {s:.0%}" for f, s in tops[:5]]))
-        elif flame.mode == "await":
-            out.append(Finding(f"tasks spend most of their waiting in {frame}", "info",
-                               20 * share, run.label, [f"{f} {s:.0%}" for f, s in tops[:5]]))
     return out
+
+
+def _awaits(run: Run) -> list[Finding]:
+    """Where tasks wait in the user's code, and an await made once per loop iteration (N+1)."""
+    out = []
+    for flame in run.flames:
+        if flame.mode != "await" or not flame.await_sites:
+            continue
+        top = flame.await_sites[0]
+        evidence = [f"{s.site} awaiting {s.waits_on}: {s.share:.0%} of the waiting in your code"
+                    + (f" (awaited in a loop at {s.loop_at})" if s.loop_at else "")
+                    for s in flame.await_sites[:4]]
+        if flame.idle_share:
+            evidence.append(f"{flame.idle_share:.0%} of the waiting is in library code with no "
+                            f"frame of yours (connections idle between requests)")
+        looped = [s for s in flame.await_sites if s.loop_at and s.share >= 0.2]
+        if looped:
+            s = looped[0]
+            out.append(Finding(
+                f"N+1 awaits: {s.share:.0%} of the waiting in your code is {s.site} awaiting "
+                f"{s.waits_on}, once per iteration of a loop at {s.loop_at}", "warning",
+                50 * s.share,
+                run.label, evidence,
+                "await the iterations together (asyncio.gather or a TaskGroup), or ask the "
+                "dependency once for all of them", "n+1-awaits"))
+        else:
+            out.append(Finding(
+                f"tasks wait most in {top.site}, awaiting {top.waits_on} ({top.share:.0%} of "
+                f"the waiting in your code)", "info", 20 * top.share, run.label, evidence))
+    return out
+
+
+# syscalls per request at or over which a pattern is named (the hints of `coroscope syscalls`
+# name the same patterns from per-request counts)
+REREGISTRATION_EPOLL_CTL = 0.25
+
+
+def _reregistration(run: Run) -> list[Finding]:
+    sc = run.syscalls_per_request or {}
+    ctl = sc.get("epoll_ctl", 0)
+    if ctl < REREGISTRATION_EPOLL_CTL:
+        return []
+    return [Finding(
+        f"{ctl:g} epoll_ctl per request: sockets registered with the poller and removed again "
+        f"on every call", "warning", min(60.0, 10 * ctl), run.label,
+        [f"epoll_ctl {ctl:g}/request of {sum(sc.values()):g} syscalls ({run.syscalls_backend})",
+         "loop.sock_recv / sock_sendall / sock_connect on a socket that would block add a reader "
+         "and remove it each call; so does a transport paused and resumed per request"],
+        "keep one connection open and use a transport or streams (asyncio.open_connection), "
+        "which stay registered", "re-registration")]
 
 
 def _compare(runs: list[Run]) -> list[Finding]:
@@ -168,7 +225,32 @@ def _compare(runs: list[Run]) -> list[Finding]:
 def find(runs: list[Run]) -> list[Finding]:
     findings: list[Finding] = []
     for run in runs:
-        for rule in (_crash, _blocked, _leaks, _syscalls, _tail, _hot):
+        for rule in (_crash, _blocked, _leaks, _reregistration, _syscalls, _tail, _hot, _awaits):
             findings += rule(run)
     findings += _compare(runs)
+    findings += _fixed(runs, findings)
     return rank(findings)
+
+
+PROBLEMS = ("error", "warning")
+
+
+def _fixed(runs: list[Run], findings: list[Finding]) -> list[Finding]:
+    """A service and its fixed twin (runs labelled "planted ..." and "fixed ..."): which of the
+    first one's problems the second one still has."""
+    planted = next((r.label for r in runs if r.label.startswith("planted")), None)
+    fixed = next((r.label for r in runs if r.label.startswith("fixed")), None)
+    if planted is None or fixed is None:
+        return []
+    def problems(label):
+        return {f.kind: f.title for f in findings if f.run == label and f.severity in PROBLEMS and f.kind}
+    before, after = problems(planted), problems(fixed)
+    gone = [k for k in before if k not in after]
+    left = [k for k in before if k in after]
+    new = [k for k in after if k not in before]
+    evidence = [f"gone: {before[k]}" for k in gone] + [f"still there: {after[k]}" for k in left] \
+        + [f"new in {fixed}: {after[k]}" for k in new]
+    return [Finding(f"after the fixes: {len(gone)} of {len(before)} problems gone"
+                    + (f", {len(left)} left" if left else "") + (f", {len(new)} new" if new else ""),
+                    "info" if not left and not new else "warning", 100.0, "all", evidence,
+                    kind="fixed")]

@@ -33,7 +33,11 @@ STARTUP_TIMEOUT = 30.0     # seconds a service may take to listen (doctor --star
 
 
 def expand_command(command: list[str], variables: dict[str, str] | None = None) -> list[str]:
-    """``{python}`` is this interpreter; other ``{name}`` come from ``variables``."""
+    """``{python}`` is this interpreter, and so is a bare ``python`` or ``python3`` as the
+    command (as ``coroscope run`` has it: the one coroscope is installed in); other ``{name}``
+    come from ``variables``."""
+    if command and command[0] in ("python", "python3", f"python{sys.version_info[0]}.{sys.version_info[1]}"):
+        command = ["{python}", *command[1:]]
     values = {"python": sys.executable, **(variables or {})}
     out = []
     for part in command:
@@ -161,13 +165,22 @@ class Target:
     def url_host(self) -> str:
         return f"[{self.host}]" if ":" in self.host else self.host
 
-    def serving_pids(self) -> list[int]:
-        """The processes that serve: the service itself, or a pre-fork master's workers."""
+    def serving_pids(self, settle: float = 0.0) -> list[int]:
+        """The processes that serve: the service itself, or a pre-fork master's workers. With
+        ``settle``, wait up to that long for every traced worker to have started serving (a
+        pre-fork master opens its socket before its workers are up; the one that is not yet
+        would be left out, and a request it serves uncounted)."""
         from diag import workers
-        try:
-            return workers.find(self.pid).pids
-        except CoroscopeError:
-            return [self.pid]
+        deadline = time.monotonic() + settle
+        while True:
+            try:
+                found = workers.find(self.pid)
+            except CoroscopeError:
+                return [self.pid]
+            if not found.pre_fork or time.monotonic() >= deadline \
+                    or set(found.pids) >= set(workers.traced_below(self.pid)):
+                return found.pids
+            time.sleep(0.1)
 
     def alive(self) -> bool:
         return self.proc.poll() is None

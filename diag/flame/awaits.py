@@ -13,7 +13,7 @@ iteration (a task created or collected), so it is copied with retries, and a tas
 while we look is simply skipped.
 
 Where asyncio keeps its bookkeeping is private and changes between CPython versions (3.12
-adds eager tasks in a separate set), so every such name lives in the one table below.
+keeps scheduled and eager tasks in two sets), so every such name lives in the one table below.
 """
 from __future__ import annotations
 
@@ -21,14 +21,22 @@ import asyncio
 import inspect
 import sys
 
-# CPython (major, minor) -> where asyncio keeps its tasks. Only 3.11 is supported for now.
+# CPython (major, minor) -> where asyncio keeps its tasks. 3.12 split the one WeakSet of every
+# task in two: tasks scheduled on a loop (a WeakSet) and eager tasks still in their first step,
+# run inside create_task (a plain set; asyncio.eager_task_factory), both in asyncio.tasks.
 _ASYNCIO_LAYOUT = {
     (3, 11): {
-        "all_tasks": ("asyncio.tasks", "_all_tasks"),          # WeakSet of every live task
+        "all_tasks": [("asyncio.tasks", "_all_tasks")],         # WeakSet of every live task
         "current_tasks": ("asyncio.tasks", "_current_tasks"),  # dict loop -> running task
         "loop_thread": "_thread_id",                            # BaseEventLoop attribute
     },
+    (3, 12): {
+        "all_tasks": [("asyncio.tasks", "_scheduled_tasks"), ("asyncio.tasks", "_eager_tasks")],
+        "current_tasks": ("asyncio.tasks", "_current_tasks"),
+        "loop_thread": "_thread_id",
+    },
 }
+_ASYNCIO_LAYOUT[(3, 13)] = _ASYNCIO_LAYOUT[(3, 12)]       # unchanged in 3.13
 
 _COPY_RETRIES = 8
 
@@ -47,16 +55,19 @@ def _lookup(where: tuple[str, str]):
 
 
 def live_tasks() -> list:
-    """A copy of asyncio's set of tasks; [] when asyncio was never imported."""
-    tasks = _lookup(_layout()["all_tasks"])
-    if tasks is None:
-        return []
-    for _ in range(_COPY_RETRIES):
-        try:
-            return list(tasks)
-        except RuntimeError:          # "set changed size during iteration": try again
+    """A copy of asyncio's sets of tasks; [] when asyncio was never imported."""
+    out: list = []
+    for where in _layout()["all_tasks"]:
+        tasks = _lookup(where)
+        if tasks is None:
             continue
-    return []
+        for _ in range(_COPY_RETRIES):
+            try:
+                out.extend(tasks)
+                break
+            except RuntimeError:      # "set changed size during iteration": try again
+                continue
+    return out
 
 
 def current_task_by_thread() -> dict[int, object]:

@@ -3,10 +3,12 @@
 Which sampler runs (``--backend auto``):
 - cpu and wall mode without ``--by``: py-spy, from outside; nothing is injected, the target may be
   any CPython process (``--pid``) or a command we start (``-- CMD``).
-- await mode, or ``--by task|request``: coroscope's in-process sampler, because only code inside
-  the target sees tasks. A command started with ``-- CMD`` gets it injected through
-  sitecustomize; a running ``--pid`` must have been started with it (its environment holds
-  COROSCOPE_SAMPLER, and we read the cumulative file it keeps, as a difference of two snapshots).
+- await mode, or ``--by task|request``: coroscope's in-process sampler. A command started with
+  ``-- CMD`` gets it injected through sitecustomize; a running ``--pid`` started with it (its
+  environment holds COROSCOPE_SAMPLER) is read from the cumulative file it keeps, as a
+  difference of two snapshots.  Await mode (``--by task`` too) on any other running ``--pid``
+  reads the tasks from outside, with process_vm_readv (outside.py, 20 Hz by default); ``--by
+  request`` there still needs the in-process sampler, since request names live in the target.
 """
 from __future__ import annotations
 
@@ -45,7 +47,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "hypercorn): this worker (default: py-spy samples every worker; the sampler, the first)")
     parser.add_argument("--duration", type=float,
                         help="seconds to sample (default: 10 for --pid, until the command exits)")
-    parser.add_argument("--rate", type=float, default=100.0, help="samples per second (100)")
+    parser.add_argument("--rate", type=float,
+                        help="samples per second (100; 20 for await mode on a pid read from outside)")
     parser.add_argument("-o", "--output", help="output file (default: flame-MODE.EXT)")
     parser.add_argument("--format", choices=formats.FORMATS,
                         help="output format (default: from -o's extension, else svg)")
@@ -72,6 +75,9 @@ def main(args: argparse.Namespace) -> int:
         raise CoroscopeError("give either --pid PID or -- CMD, not both")
     if args.pid is None and not args.words:
         raise CoroscopeError("nothing to profile: give --pid PID or -- CMD")
+    args.rate_given = args.rate is not None
+    if not args.rate_given:
+        args.rate = 100.0
     if args.rate <= 0 or args.rate > 10000:
         raise CoroscopeError("--rate must be between 0 and 10000 samples per second")
     if args.duration is not None and args.duration <= 0:
@@ -147,6 +153,8 @@ def _profile_pid(args, backend: str) -> tuple[FlameProfile, str | None]:
         return profile, problem
 
     template = _sampler_env_of(pid).get(ENV_PATH)
+    if not template and args.mode == "await" and args.by != "request":
+        return _profile_from_outside(args, pid, duration, target)
     if not template:
         raise CoroscopeError(
             f"{args.mode if args.mode == 'await' else '--by'} mode on pid {pid} needs coroscope's "
@@ -169,6 +177,23 @@ def _profile_pid(args, backend: str) -> tuple[FlameProfile, str | None]:
     if gone:
         profile.complete = False
         problem = f"pid {pid} exited after {time.monotonic() - start:.1f} s of the {duration:g} s asked"
+    return profile, problem
+
+
+def _profile_from_outside(args, pid: int, duration: float, target: str):
+    """Await mode on a pid coroscope did not start: its memory, read from outside (outside.py)."""
+    from . import outside
+    rate = args.rate if getattr(args, "rate_given", True) else 20.0
+    res = outside.sample(pid, duration, rate, args.by)
+    profile = fold.profile_from_collapsed(
+        res["stacks"], "await", "memory", keep_loop_frames=True, rate_hz=rate,
+        duration_s=round(res["elapsed"], 3), target=target, complete=not res["gone"])
+    profile.by = args.by
+    profile.notes.append(f"{res['samples']} samples read from outside (process_vm_readv); "
+                         f"{res['torn']} torn chains left out")
+    problem = None
+    if res["gone"]:
+        problem = f"pid {pid} exited after {res['elapsed']:.1f} s of the {duration:g} s asked"
     return profile, problem
 
 

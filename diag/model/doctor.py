@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .flame import AwaitSite
+
 
 @dataclass
 class Finding:
@@ -19,6 +21,8 @@ class Finding:
     run: str              # the run it was found in ("runtime", "asyncio"), or "all"
     evidence: list[str]   # the numbers and stacks that show it, one line each
     advice: str = ""      # what to do, one sentence
+    kind: str = ""        # the problem's name ("blocked-loop", "fd-leak", "n+1-awaits", ...),
+                          # so runs can be compared: the same kind in two runs is one problem
 
 
 @dataclass
@@ -49,6 +53,10 @@ class FlameGraph:
     samples: float        # total weight
     top: list[tuple[str, float]]  # frames with the most self weight: (frame, share 0..1)
     note: str = ""        # why it is missing or partial
+    # await mode: where tasks wait in the user's code, most first, and the share of waiting
+    # with no user frame (connections idling in the server's own code)
+    await_sites: list[AwaitSite] = field(default_factory=list)
+    idle_share: float = 0.0
 
 
 @dataclass
@@ -81,6 +89,12 @@ class Run:
     tasks_after_cycle: list[int] = field(default_factory=list)
     leaked_tasks_per_cycle: float | None = None
     leaked_task_survivors: list[str] = field(default_factory=list)  # "N x coro (created at f:l)"
+    # fds opened during the leak cycles and still open after them: (kind, where opened, count),
+    # where known (fd tracking in the target)
+    leaked_fd_origins: list[tuple[str, str, int]] = field(default_factory=list)
+    # where the loop's thread ran the user's code, from the await life's wall samples:
+    # (innermost user frame, the call it was in, share of the loop thread's samples)
+    loop_thread_sites: list[tuple[str, str, float]] = field(default_factory=list)
 
 
 @dataclass

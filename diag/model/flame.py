@@ -45,9 +45,18 @@ class StackCount:
 
 
 @dataclass
+class AwaitSite:
+    """Where tasks wait in the user's code (diag.flame.await_sites)."""
+    site: str                 # "price (examples/shop.py:58)": the innermost frame of user code
+    waits_on: str             # "sock_recv -> [future]": what it awaits, below it
+    share: float              # of the waiting in user code (not ready/running, not idle), 0..1
+    loop_at: str | None       # "order (examples/shop.py:95)": a frame awaiting it in a loop
+
+
+@dataclass
 class FlameProfile:
     mode: str                              # one of MODES
-    backend: str                           # "py-spy", "sampler", or "file" (read from disk)
+    backend: str                           # "py-spy", "sampler", "memory" (read from outside) or "file"
     unit: str                              # "samples" or "microseconds" (what a weight counts)
     stacks: list[StackCount] = field(default_factory=list)
     rate_hz: float | None = None           # sampling rate asked for

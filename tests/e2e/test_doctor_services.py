@@ -123,3 +123,27 @@ def test_the_gunicorn_master_killed_mid_run_keeps_what_was_gathered(tmp_path):
         time.sleep(0.1)
     assert not any(f"127.0.0.1:{port}" in " ".join(p.info["cmdline"] or [])
                    for p in psutil.process_iter(["cmdline"]))
+
+
+def test_doctor_on_a_running_service_measures_what_it_can_from_outside(tmp_path):
+    require("bcc")
+    from .web_services import Service
+    service = Service("uvicorn")
+    try:
+        service.wait_listening()
+        service.get(["/items/1"])
+        out = tmp_path / "report.json"
+        proc = subprocess.run([*DOCTOR, "--pid", str(service.pid), "--duration", "2", "--path",
+                               "/items/7", "--json", str(out), "-o", str(tmp_path / "r.html")],
+                              capture_output=True, text=True, timeout=180)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        (run,) = json.loads(out.read_text())["runs"]
+        # by request, from the probe: the service's own traffic would not blur it
+        assert run["syscalls_per_request"]["getppid"] == 1.0, run["syscalls_per_request"]
+        assert run["latency"]["requests"] > 0
+        assert "not measured from outside:" in proc.stdout
+        assert any("leaked per cycle: not measured" in n for n in run["notes"])
+        assert any("await flame graph: not available" in n for n in run["notes"])
+        assert service.proc.poll() is None, "the service must survive its diagnosis"
+    finally:
+        service.stop()

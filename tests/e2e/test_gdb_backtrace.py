@@ -334,9 +334,12 @@ def test_same_result_without_debug_info(target, live_doc, tmp_path):
     cmd = gdb_command(pid=stock_target.pid, exe=exe, commands=("coro layout", "coro json"),
                       pre=(f"set sysroot {sysroot}", f"set debug-file-directory {empty}"))
     result = run_gdb(cmd, 120)
-    assert "PyGenObject: table:3.11" in result.stdout and ": dwarf" not in result.stdout
+    version = "%d.%d" % sys.version_info[:2]
+    assert f"PyGenObject: table:{version}" in result.stdout and ": dwarf" not in result.stdout
+    published = re.search(r"published _Py_DebugOffsets: (\d+) offsets agree", result.stdout)
+    assert (published is not None) == (sys.version_info[:2] >= (3, 13))  # published from 3.13
     stripped = parse_document(result, "stripped")
-    assert stripped["layout"] == "CPython 3.11, offsets from table:3.11"
+    assert stripped["layout"] == f"CPython {version}, offsets from table:{version}"
     dwarf = {k: v for k, v in live_doc.items() if k not in ("layout", "memory_reads")}
     table = {k: v for k, v in stripped.items() if k not in ("layout", "memory_reads")}
     for doc in (dwarf, table):
@@ -371,12 +374,13 @@ def core_offset(core: Path, address: int) -> int:
 
 
 def layout_table():
+    """The offsets of the running interpreter's table (the layer loads without gdb)."""
     sys.path.insert(0, str(ROOT / "gdb"))
     try:
-        import coroscope_layout_py311
+        import coroscope_layouts
     finally:
         sys.path.remove(str(ROOT / "gdb"))
-    return coroscope_layout_py311.OFFSETS
+    return coroscope_layouts.table_for(sys.version_info[:2]).OFFSETS
 
 
 def test_unreadable_object_in_a_corrupt_core(core_file, core_doc, tmp_path):

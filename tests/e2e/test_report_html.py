@@ -1,4 +1,5 @@
-"""The demo's HTML report in headless Chromium: the flame graphs and the plots really render."""
+"""`make demo`: the shop service's planted problems ranked with their evidence, gone after the fixes, on
+the terminal and in the HTML report in headless Chromium (the flame graphs and the plots really render)."""
 from __future__ import annotations
 
 import subprocess
@@ -19,6 +20,22 @@ def test_demo_report_renders_in_chromium(tmp_path):
                           capture_output=True, text=True, timeout=180, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert "Findings, by impact" in proc.stdout and f"report: {report}" in proc.stdout
+    ranked = [line for line in proc.stdout.splitlines() if line[:4].strip().rstrip(".").isdigit()]
+    # the planted problems, each with the code that causes it, ranked errors first; then gone
+    expected = ["planted (runtime): the event loop was blocked",
+                "planted (runtime): 2 fd leaked per connection cycle",
+                "planted (runtime): 13.3 epoll_ctl per request",
+                "planted (runtime): N+1 awaits"]
+    for want, line in zip(expected, ranked):
+        assert want in line, (want, ranked)
+    assert "after the fixes: 4 of 4 problems gone" in proc.stdout
+    for evidence in ("the loop's thread was in warehouse_stock_levels (examples/shop_service.py",
+                     "socket opened at examples/shop_service.py", "in fetch_avatar_planted",
+                     "price_planted (examples/shop_service.py", "awaiting sock_recv",
+                     "in a loop at order_planted (examples/shop_service.py"):
+        assert evidence in proc.stdout, evidence
+    assert not any(line.startswith(("  1. [", "  2. [", "  3. [")) and "fixed (runtime)" in line
+                   and "[ERROR]" in line for line in ranked)
 
     from playwright.sync_api import sync_playwright
     with sync_playwright() as p:
@@ -55,6 +72,10 @@ def test_demo_report_renders_in_chromium(tmp_path):
                     ".filter(t => t.trim().length > 0).length")
                 assert labels >= 1
                 assert frame.locator("#cs-title").text_content().startswith("coroscope flame graph")
+            # the findings, as ranked on the terminal, in the report's table
+            table = page.locator("#findings").inner_text()
+            assert "N+1 awaits" in table and "after the fixes: 4 of 4 problems gone" in table
+            assert "fetch_avatar_planted" in table and "warehouse_stock_levels" in table
             assert errors == []
             assert all(u.startswith(("file:", "about:", "data:")) for u in requests), requests
         finally:

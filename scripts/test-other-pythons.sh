@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# `make test`, after the whole suite on the default CPython: the suite again on each other CPython
+# coroscope supports (3.12 and 3.13), each in its own virtual environment, running only the tests
+# whose outcome can depend on the version (see VERSION_INDEPENDENT in tests/conftest.py).
+#
+# A shell loop and not nox or tox: the loop is six lines, needs nothing installed, and every
+# step is the same one the Makefile takes for the default venv (venv, pip install -e, Debian's
+# bcc exposed), so a difference between versions is the version's and not the tool's.
+#
+# An interpreter is looked for in pyenv's versions, then on PATH (pythonX.Y). One that is not
+# found is skipped with the reason; under CI=true that is a failure, as for every capability.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+find_python() {
+    local v=$1 root
+    root=$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")
+    for p in "$root"/versions/"$v".*/bin/python"$v" "$root"/versions/"$v"/bin/python"$v"; do
+        [ -x "$p" ] && { echo "$p"; return; }
+    done
+    command -v "python$v" || true
+}
+
+status=0
+for v in ${PYTHONS:-3.12 3.13}; do
+    py=$(find_python "$v")
+    if [ -z "$py" ]; then
+        echo "coroscope: CPython $v not found (pyenv versions, or python$v on PATH): its tests are skipped"
+        [ "${CI:-}" = true ] && { echo "coroscope: CI=true needs CPython $v"; status=1; }
+        continue
+    fi
+    venv=".venv-$v"
+    if [ ! -f "$venv/.installed" ] || [ pyproject.toml -nt "$venv/.installed" ] || [ setup.py -nt "$venv/.installed" ]; then
+        [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
+        "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
+        "$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
+        touch "$venv/.installed"
+    fi
+    if [ -d /usr/lib/python3/dist-packages/bcc ]; then          # Debian's bcc, as for .venv
+        site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+        mkdir -p "$venv/system-bcc"
+        ln -sfn /usr/lib/python3/dist-packages/bcc "$venv/system-bcc/bcc"
+        echo "$(pwd)/$venv/system-bcc" > "$site/coroscope-system-bcc.pth"
+    fi
+    echo "coroscope: the version-dependent tests on CPython $v ($py)"
+    "$venv/bin/python" -m pytest -q -p no:cacheprovider --version-dependent-only || status=1
+done
+exit $status
