@@ -270,7 +270,7 @@ def estimated_seconds(quick: bool) -> float:
     """The plan's length on the 2-core machine: the timed rounds (a fresh interpreter per row,
     ~0.5 s of start-up, and the repeats) and the callgrind runs (two at a time)."""
     per_round = 3 * (2.5 if quick else 8.0)  # three loops, all four benchmarks
-    callgrind = 0 if quick else 4 * len(LOOPS) * 2 * 6.0 / 2
+    callgrind = 0 if quick else 4 * (len(LOOPS) + 1) * 2 * 15.0 / 2  # 15 s a run, when busy
     return _rounds(quick) * per_round + callgrind
 
 
