@@ -33,11 +33,15 @@ $(VENV)/.system-bcc: $(VENV)/.installed
 # The whole suite on the default CPython, then what depends on the version on 3.12 and 3.13.
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider
+	@# the runtime's pure-Python paths too (the run above used the C accelerator: runtime/accel.py)
+	COROSCOPE_PURE_PYTHON=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_runtime_api.py \
+	    tests/test_runtime_callbacks.py tests/test_runtime_hotpaths.py tests/test_runtime_accel.py
 	@bash scripts/test-other-pythons.sh
 
 demo: setup
 	$(PY) -m diag.cli doctor --demo
 
+# Prints what it will take before it starts (about 9 minutes on the 2-core machine) and what it took.
 bench: setup
 	$(PY) -m benchmarks
 

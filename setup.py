@@ -7,7 +7,7 @@ and why it costs nothing when coroscope's variables are unset: diag/bootstrap/st
 """
 import os
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.build_py import build_py
 from setuptools.command.editable_wheel import editable_wheel
 
@@ -55,5 +55,11 @@ class _AlsoWriteHook:
             wheel.writestr(os.path.basename(PTH), f.read())
 
 
+# The runtime's C accelerator (runtime/accel.py says when it is used). optional: an install
+# without a compiler still works, on the pure-Python paths.
+SPEEDUPS = Extension("runtime._speedups", ["runtime/_speedups.c"], optional=True,
+                     extra_compile_args=["-O2"])
+
 setup(cmdclass={"build_py": build_py_with_startup_hook,
-                "editable_wheel": editable_wheel_with_startup_hook})
+                "editable_wheel": editable_wheel_with_startup_hook},
+      ext_modules=[SPEEDUPS])

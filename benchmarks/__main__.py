@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.suite import render, run
+from benchmarks.suite import estimated_seconds, render, run
 
 
 def main(argv=None) -> int:
@@ -24,6 +24,8 @@ def main(argv=None) -> int:
     unknown = set(only) - {"micro", "echo", "http"}
     if unknown:
         parser.error(f"unknown section(s): {', '.join(sorted(unknown))}")
+    print(f"benchmarks: {', '.join(only)}; this takes about "
+          f"{estimated_seconds(args.quick, only) / 60:.0f} min", flush=True)
     report = run(quick=args.quick, only=only)
     print(render(report))
     from diag.model.base import write_json_atomic

@@ -59,19 +59,34 @@ def run(quick: bool = False) -> dict:
     import shutil
     if not shutil.which("wrk"):
         return {"results": [], "skipped": "wrk is not installed"}
-    from benchmarks.suite import median_of_rounds
-    seconds, rounds = (2, 1) if quick else (4, 2)
-    results = [measure(loop, conns, seconds) for _ in range(rounds)
+    from benchmarks.suite import median_of_rounds, spreads
+    seconds, rounds = _plan(quick)
+    results = [dict(measure(loop, conns, seconds), round=r) for r in range(rounds)
                for conns in CONNECTIONS for loop in LOOPS]
-    return {"results": median_of_rounds(results, "case"), "seconds_per_run": seconds,
-            "rounds": rounds}
+    return {"results": median_of_rounds(results, "case"), "raw": results,
+            "ratios": spreads(results, "case"), "seconds_per_run": seconds, "rounds": rounds}
+
+
+def _plan(quick: bool) -> tuple[float, int]:
+    """(seconds of wrk per row, rounds)."""
+    return (2, 2) if quick else (4, 3)
+
+
+def estimated_seconds(quick: bool) -> float:
+    """The plan's length: per row, wrk's run, its 1 s warm-up and the server's start and stop."""
+    import shutil
+    if not shutil.which("wrk"):
+        return 0.0
+    seconds, rounds = _plan(quick)
+    return rounds * len(CONNECTIONS) * len(LOOPS) * (seconds + 1 + 1.5)
 
 
 def render(report: dict) -> str:
     from benchmarks.suite import ratio_table
     if report.get("skipped"):
         return f"HTTP (wrk): skipped: {report['skipped']}"
-    lines = [ratio_table("HTTP via wrk, keep-alive", report["results"], "case", {"case": "req/s"})]
+    lines = [ratio_table("HTTP via wrk, keep-alive", report.get("raw", report["results"]), "case",
+                         {"case": "req/s"})]
     lines.append("latency p50 / p99 ms (runtime | asyncio | uvloop), socket errors:")
     rows: dict[str, dict[str, dict]] = {}
     for r in report["results"]:

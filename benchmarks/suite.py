@@ -60,27 +60,60 @@ def _fmt(value: float) -> str:
     return f"{value:.3g}"
 
 
+# What a user would pick instead of the runtime for each kind of row: the drop-in loop that is
+# faster than asyncio. Every table names it per row, with its ratio to asyncio beside the runtime's.
+ALTERNATIVE = "uvloop"
+
+
+def memory_ratio(by_loop: dict[str, dict]) -> str:
+    """Runtime's peak memory over asyncio's (peaks are the largest over the rounds)."""
+    mine = by_loop.get("runtime", {}).get("peak_kib")
+    theirs = by_loop.get("asyncio", {}).get("peak_kib")
+    if not mine or not theirs:
+        return "n/a"
+    return f"{mine / theirs:.2f}x"
+
+
 def ratio_table(title: str, results: list[dict], key: str, units: dict[str, str],
-                metric: str = "per_s", extra: tuple[str, ...] = ("peak_kib",)) -> str:
-    """Rows by ``key``; asyncio absolute, runtime and uvloop as x-asyncio; peak memory per loop."""
+                metric: str = "per_s", higher_is_better: bool = True) -> str:
+    """Rows by ``key`` from the raw per-round results: asyncio's median absolute, runtime's and
+    the alternative's ratio to asyncio with their spread over the rounds (``~``: inside the
+    spread, see benchmarks.spread), runtime's peak memory over asyncio's, and the peaks."""
+    from benchmarks.spread import paired_spread
+    medians = median_of_rounds(results, key, fields=(metric,))
     rows: dict[str, dict[str, dict]] = {}
-    for r in results:
+    for r in medians:
         rows.setdefault(str(r[key]), {})[r["loop"]] = r
-    head = (f"{title:<28} {'unit':>10} {'asyncio':>11} {'runtime':>9} {'uvloop':>9}   "
-            f"{'peak KiB rt/aio/uv':>22}")
+    head = (f"{title:<28} {'unit':>9} {'asyncio':>10} {'runtime':>19} {'instead':>8} "
+            f"{'its ratio':>19} {'mem rt/aio':>10} {'peak KiB rt/aio/uv':>22}")
     lines = [head, "-" * len(head)]
     for name, by_loop in rows.items():
         base = by_loop.get("asyncio", {}).get(metric)
         cells = []
-        for loop in ("runtime", "uvloop"):
-            value = by_loop.get(loop, {}).get(metric)
-            cells.append(f"{value / base:.2f}x" if value and base else
-                         by_loop.get(loop, {}).get("error", "n/a")[:9])
+        for loop in ("runtime", ALTERNATIVE):
+            spread = paired_spread(results, key, name, loop, "asyncio", metric)
+            if spread is not None and not higher_is_better:
+                from benchmarks.spread import Spread
+                spread = Spread(1 / spread.ratio, 1 / spread.high, 1 / spread.low, spread.rounds)
+            cells.append(spread.format() if spread else
+                         by_loop.get(loop, {}).get("error", "n/a")[:19])
         mem = "/".join(str(by_loop.get(l, {}).get("peak_kib", "-")) for l in LOOPS)
         unit = units.get(name, units.get(key, ""))
-        lines.append(f"{name:<28} {unit:>10} {(_fmt(base) if base else 'n/a'):>11} {cells[0]:>9} "
-                     f"{cells[1]:>9}   {mem:>22}")
+        lines.append(f"{name:<28} {unit:>9} {(_fmt(base) if base else 'n/a'):>10} {cells[0]:>19} "
+                     f"{ALTERNATIVE:>8} {cells[1]:>19} {memory_ratio(by_loop):>10} {mem:>22}")
     return "\n".join(lines)
+
+
+def spreads(results: list[dict], key: str, metric: str = "per_s") -> dict[str, dict]:
+    """The ratios of the table as data, for the JSON: row -> loop -> Spread.as_dict()."""
+    from benchmarks.spread import paired_spread
+    out: dict[str, dict] = {}
+    for name in dict.fromkeys(str(r[key]) for r in results):
+        for loop in ("runtime", ALTERNATIVE):
+            spread = paired_spread(results, key, name, loop, "asyncio", metric)
+            if spread is not None:
+                out.setdefault(name, {})[loop] = spread.as_dict()
+    return out
 
 
 # ------------------------------------------------------------------------------ TCP echo
@@ -134,14 +167,20 @@ def echo_measure(loop: str, conns: int, size: int, warmup: float, seconds: float
         stop_server(server)
 
 
+def _echo_plan(quick: bool) -> tuple[float, float, int]:
+    """(warm-up s, measured s, rounds) of each echo row."""
+    return (0.3, 1.0, 2) if quick else (0.5, 2.0, 5)
+
+
 def run_echo(quick: bool = False) -> dict:
     from benchmarks.http import raise_nofile
     raise_nofile(4096)
-    warmup, seconds, rounds = (0.3, 1.0, 1) if quick else (0.5, 2.0, 3)
-    results = [echo_measure(loop, conns, size, warmup, seconds) for _ in range(rounds)
+    warmup, seconds, rounds = _echo_plan(quick)
+    results = [dict(echo_measure(loop, conns, size, warmup, seconds), round=r)
+               for r in range(rounds)
                for size in ECHO_SIZES for conns in ECHO_CONNECTIONS for loop in LOOPS]
-    return {"results": median_of_rounds(results, "case"), "seconds_per_run": seconds,
-            "rounds": rounds}
+    return {"results": median_of_rounds(results, "case"), "raw": results,
+            "ratios": spreads(results, "case"), "seconds_per_run": seconds, "rounds": rounds}
 
 
 # ------------------------------------------------------------------------------- the suite
@@ -162,16 +201,39 @@ def machine() -> dict:
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
+def estimated_seconds(quick: bool, only: tuple[str, ...]) -> float:
+    """What ``run`` will take, from its plan (rounds x rows x loops x each run's length plus the
+    process start-ups measured on the 2-core machine); printed before the run starts."""
+    from benchmarks import http, micro
+    total = 0.0
+    if "micro" in only:
+        total += micro.estimated_seconds(quick)
+    if "echo" in only:
+        warmup, seconds, rounds = _echo_plan(quick)
+        total += rounds * len(ECHO_SIZES) * len(ECHO_CONNECTIONS) * len(LOOPS) * (warmup + seconds + 0.8)
+    if "http" in only:
+        total += http.estimated_seconds(quick)
+    return total
+
+
 def run(quick: bool = False, only: tuple[str, ...] = ("micro", "echo", "http")) -> dict:
     report: dict = {"machine": machine(), "quick": quick}
+    took: dict[str, float] = {}
     if "micro" in only:
         from benchmarks import micro
+        t0 = time.monotonic()
         report["micro"] = micro.run(quick)
+        took["micro"] = time.monotonic() - t0
     if "echo" in only:
+        t0 = time.monotonic()
         report["echo"] = run_echo(quick)
+        took["echo"] = time.monotonic() - t0
     if "http" in only:
         from benchmarks import http
+        t0 = time.monotonic()
         report["http"] = http.run(quick)
+        took["http"] = time.monotonic() - t0
+    report["took_seconds"] = took
     return report
 
 
@@ -179,15 +241,22 @@ def render(report: dict) -> str:
     m = report["machine"]
     parts = [f"coroscope benchmarks, {m['date']}: {m['cpu']}, {m['cores']} cores, Linux {m['kernel']}, "
              f"CPython {m['python']}, uvloop {m['uvloop']}{' (quick)' if report.get('quick') else ''}",
-             "asyncio column: absolute; runtime and uvloop: ratio to asyncio (higher is better); "
-             "peak KiB: memory growth during the benchmark (echo and http: server peak RSS)", ""]
+             "asyncio column: absolute (median of the rounds); runtime and the loop a user would pick "
+             "instead: ratio to asyncio, higher is better, median of per-round ratios and their "
+             "lowest-highest; ~: inside the spread (the rounds disagree on the side of 1.00x); "
+             "mem rt/aio: runtime's peak over asyncio's; peak KiB: memory growth during the benchmark "
+             "(echo and http: server peak RSS)", ""]
     if "micro" in report:
-        parts += [ratio_table("loop micro-benchmarks", report["micro"]["results"], "bench",
-                              report["micro"]["units"]), ""]
+        from benchmarks.micro import render as micro_render
+        parts += [micro_render(report["micro"]), ""]
     if "echo" in report:
-        parts += [ratio_table("TCP echo (one msg in flight)", report["echo"]["results"], "case",
+        parts += [ratio_table("TCP echo (one msg in flight)", report["echo"]["raw"], "case",
                               {"case": "req/s"}), ""]
     if "http" in report:
         from benchmarks.http import render as http_render
         parts += [http_render(report["http"]), ""]
+    if report.get("took_seconds"):
+        took = report["took_seconds"]
+        parts.append(f"took {sum(took.values()) / 60:.1f} min ("
+                     + ", ".join(f"{k} {v / 60:.1f}" for k, v in took.items()) + ")")
     return "\n".join(parts)

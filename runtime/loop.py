@@ -30,6 +30,7 @@ it and ``TRACE.fd_close`` when it closes it.
 from __future__ import annotations
 
 import contextvars
+import functools
 import heapq
 import os
 import socket
@@ -37,6 +38,7 @@ import time
 import weakref
 from asyncio import base_events, events as _events, tasks as _tasks, unix_events
 
+from . import accel
 from .poller import EpollPoller
 from . import tracing
 from .tracing import TRACE
@@ -122,10 +124,6 @@ class Loop(unix_events._UnixSelectorEventLoop):
         self._owned: weakref.WeakValueDictionary[int, object] = weakref.WeakValueDictionary()
         self._eventfd = -1  # the wakeup eventfd; -1 once closed
         self._wakeup_file = None  # FileIO over _eventfd, so other threads see it closed safely
-        # One receive buffer shared by this loop's transports: reads are synchronous, and the
-        # protocol receives a copy, so one suffices.
-        self._read_buffer = bytearray(_READ_BUFFER_SIZE)
-        self._read_view = memoryview(self._read_buffer)
         # runtime.run() and new_event_loop() honour COROSCOPE_TRACE in a process the start-up
         # hook did not switch on (an interpreter without coroscope installed)
         if not TRACE.on and os.environ.get("COROSCOPE_TRACE"):
@@ -133,6 +131,18 @@ class Loop(unix_events._UnixSelectorEventLoop):
         if TRACE.on and (probe := tracing.writer()) is not None:
             probe.set_loop_kind("runtime")
         super().__init__(EpollPoller())
+
+    # One receive buffer shared by this loop's transports (reads are synchronous, and the
+    # protocol receives a copy, so one suffices), made when the first transport asks for it: a
+    # loop that never reads (asyncio.run of a computation) does not pay 256 KiB for it. A
+    # cached_property, not __getattr__: a class with __getattr__ slows every attribute read.
+    @functools.cached_property
+    def _read_buffer(self) -> bytearray:
+        return bytearray(_READ_BUFFER_SIZE)
+
+    @functools.cached_property
+    def _read_view(self) -> memoryview:
+        return memoryview(self._read_buffer)
 
     # -- the wakeup eventfd and the signal socketpair ---------------------------------------
     def _make_self_pipe(self):
@@ -482,24 +492,7 @@ class Loop(unix_events._UnixSelectorEventLoop):
         if self._debug:
             self._run_ready_debug(ntodo, tracing)
         elif not tracing:
-            # Handle._run() inlined for the loop's own handle classes (a Python frame per
-            # callback is a measurable share of a short callback); any other class, say a
-            # subclass with its own _run, is run through it.
-            popleft = ready.popleft
-            for _ in range(ntodo):
-                handle = popleft()
-                if handle._cancelled:
-                    continue
-                if type(handle) is _Handle or type(handle) is _TimerHandle:
-                    try:
-                        handle._context.run(handle._callback, *handle._args)
-                    except (SystemExit, KeyboardInterrupt):
-                        raise
-                    except BaseException as exc:
-                        _report_callback_error(handle, exc)
-                else:
-                    handle._run()
-        handle = None  # break cycles when an exception occurs
+            _run_ready(ready, ntodo, _report_callback_error)
 
     def _run_ready_debug(self, ntodo: int, tracing: bool) -> None:
         ready = self._ready
@@ -520,6 +513,32 @@ class Loop(unix_events._UnixSelectorEventLoop):
             finally:
                 self._current_handle = None
         handle = None
+
+
+def _run_ready(ready, ntodo, report_error) -> None:
+    """Run the first ``ntodo`` ready handles: Handle._run() inlined for the loop's own handle
+    classes (a Python frame per callback is a measurable share of a short callback); any other
+    class, say a subclass with its own _run, is run through it. runtime._speedups.run_ready is
+    this in C (runtime.accel chooses)."""
+    popleft = ready.popleft
+    for _ in range(ntodo):
+        handle = popleft()
+        if handle._cancelled:
+            continue
+        if type(handle) is _Handle or type(handle) is _TimerHandle:
+            try:
+                handle._context.run(handle._callback, *handle._args)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                report_error(handle, exc)
+        else:
+            handle._run()
+    handle = None  # break cycles when an exception occurs
+
+
+# The C accelerator or the Python paths above: runtime.accel decides, here only.
+_run_ready = accel.choose(Loop, _run_ready, TRACE)
 
 
 class EventLoopPolicy(unix_events._UnixDefaultEventLoopPolicy):

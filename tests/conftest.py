@@ -13,7 +13,7 @@ if str(ROOT) not in sys.path:
 # arithmetic on our own data): `make test` runs them on the default version only, and the runs
 # on the other versions (scripts/test-other-pythons.sh) pass --version-dependent-only.
 VERSION_INDEPENDENT = {
-    "test_backtrace_format.py", "test_benchmark_paired.py", "test_check.py", "test_cli.py",
+    "test_backtrace_format.py", "test_benchmark_paired.py", "test_benchmark_spread.py", "test_check.py", "test_cli.py",
     "test_dashboard_app.py", "test_dashboard_cli.py", "test_dashboard_scenario.py",
     "test_doctor.py", "test_export_units.py", "test_pprof.py", "test_syscalls.py",
     "test_warnings.py", "test_report_html.py", "test_dashboard_tmux.py",

@@ -1,0 +1,48 @@
+"""Which implementation of the hot paths runs: the C accelerator or the pure-Python one.
+
+This is the one place that decides. ``runtime/_speedups.c`` holds C versions of the paths
+every callback goes through, ``call_soon`` / ``call_at`` / ``call_later`` (building the handle)
+and the run loop of ``_run_once`` (popping and running the ready handles); ``runtime/loop.py`` holds the Python
+versions, which are the reference: both do the same thing, field for field, and the test suite
+and CPython's asyncio tests run on both.
+
+The C module is built by pip at install (setup.py) for whichever CPython installs it. It is
+used when it imported and ``COROSCOPE_PURE_PYTHON`` is unset or empty; with that variable set to
+anything else, or without a compiler at install time, the Python versions run. ``COMPILED`` says
+which was chosen, and ``REASON`` why when it is not the accelerator (the benchmarks print it).
+
+Debug mode always takes the Python path (the C ``call_soon`` hands it over), so asyncio's own
+checks and source tracebacks are untouched.
+"""
+from __future__ import annotations
+
+import os
+from asyncio import events as _events
+
+_speedups = None
+if os.environ.get("COROSCOPE_PURE_PYTHON"):
+    REASON = "COROSCOPE_PURE_PYTHON is set"
+else:
+    try:
+        from . import _speedups
+        REASON = ""
+    except ImportError as exc:  # installed without a compiler: the Python paths
+        REASON = f"runtime._speedups is not built ({exc})"
+
+COMPILED = _speedups is not None
+
+
+def choose(loop_class, run_ready, tracer):
+    """Install the chosen call_soon, call_at and call_later on ``loop_class`` and return the
+    run_ready to use: the C ones when the accelerator is chosen; otherwise the class keeps its
+    Python methods and ``run_ready`` (the Python one) is returned. The C methods are
+    instancemethods, so as class attributes they bind the loop as their first argument."""
+    if _speedups is None:
+        return run_ready
+    import heapq
+    _speedups.setup(_events.Handle, _events.TimerHandle, loop_class.call_soon, loop_class.call_at,
+                    loop_class.call_later, loop_class, tracer, heapq.heappush)
+    loop_class.call_soon = _speedups.call_soon_method
+    loop_class.call_at = _speedups.call_at_method
+    loop_class.call_later = _speedups.call_later_method
+    return _speedups.run_ready
