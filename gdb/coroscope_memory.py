@@ -12,10 +12,12 @@ walkers turn into ``<unreadable at 0x...>`` for the one object and carry on.
 from __future__ import annotations
 
 import struct
+import sys
 
-try:
-    import gdb
-except ImportError:  # loaded by coroscope's own memory reader, outside gdb
+# gdb's own module is there (in sys.modules) only inside gdb; outside it (loaded by coroscope's own memory reader),
+# an ``import gdb`` would find this very directory as a namespace package, so it is not imported
+gdb = sys.modules.get("gdb")
+if not hasattr(gdb, "lookup_type"):
     gdb = None
 
 PAGE = 4096

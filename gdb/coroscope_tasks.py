@@ -24,11 +24,13 @@ Output is plain dicts (the JSON the ``coroscope bt`` command parses); formatting
 """
 from __future__ import annotations
 
+import sys
 import time
 
-try:
-    import gdb
-except ImportError:  # used by coroscope's own memory reader too, outside gdb
+# gdb's own module is there (in sys.modules) only inside gdb; outside it (used by coroscope's own memory reader too),
+# an ``import gdb`` would find this very directory as a namespace package, so it is not imported
+gdb = sys.modules.get("gdb")
+if not hasattr(gdb, "lookup_type"):
     gdb = None
 
 from coroscope_memory import Unreadable

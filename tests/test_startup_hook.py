@@ -87,8 +87,9 @@ def test_a_failing_hook_says_so_in_one_line_and_the_program_runs():
 def test_a_built_wheel_carries_the_hook_at_the_top_of_site_packages(tmp_path):
     # built from a copy of the tracked files: a build leaves build/ behind in the tree it builds
     src = tmp_path / "src"
-    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
-                           check=True).stdout.split()
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True,
+                           check=True).stdout.split("\0")
+    files = [name for name in files if name and (ROOT / name).is_file()]
     for name in files:
         (src / name).parent.mkdir(parents=True, exist_ok=True)
         (src / name).write_bytes((ROOT / name).read_bytes())
