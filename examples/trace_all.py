@@ -70,6 +70,11 @@ async def main(facts: dict) -> None:
         await failing
     except KeyError:
         pass
+    # named after it was created and before its first step: a TASK_NAME record (asyncio 3.11's
+    # create_task(name=) also names after creating; 3.12 and later pass the name to the loop)
+    renamed = asyncio.create_task(asyncio.sleep(0))
+    renamed.set_name("renamed")
+    await renamed
     forever = asyncio.create_task(sleeps_forever(), name="cancelled")
     await asyncio.sleep(0)
     forever.cancel()                      # also cancels its timer

@@ -76,6 +76,7 @@ def test_task_records_have_the_right_fields(trace_all):
     assert done[by_name["returns"].task]["outcome"] == "result"
     assert done[by_name["raises"].task] == {"outcome": "exception", "exception": "KeyError"}
     assert done[by_name["cancelled"].task]["outcome"] == "cancelled"
+    assert done[by_name["renamed"].task]["outcome"] == "result"     # set_name() before its step
     assert set(done) == set(created)                     # every task finished
     assert snap.counters["tasks_created"] == len(created)
     assert snap.counters["tasks_alive"] == 0

@@ -37,6 +37,13 @@ def test_with_the_variables_unset_nothing_of_coroscope_is_imported():
     assert out.stdout.split("\n")[:2] == ["[]", "False"]
 
 
+def test_another_coroscope_variable_switches_nothing_on():
+    # the .pth line only scans for the prefix; run() then reads the four variables themselves
+    out = _run(CHECK, {"COROSCOPE_AUTO_REQUESTS": "0"})
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    assert out.stdout.split("\n")[:2] == ["['diag']", "False"]
+
+
 def test_coroscope_trace_alone_traces_a_plain_asyncio_program():
     code = ("import asyncio, os\n"
             "from diag import probe\n"

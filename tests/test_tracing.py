@@ -119,7 +119,11 @@ def test_thread_slot_shows_the_running_task_and_request_from_outside():
             proc.stdin.flush()
             request_id = int(proc.stdout.readline())
             after = reader.threads()
-        named = {r.task for r in records if r.kind == "task_name" and r.fields["name"] == "blocked"}
+        # asyncio.create_task(name=) names the task after creating it up to 3.12 (a task_name
+        # record) and passes the name to the loop from 3.13 (the task_create record's)
+        names = {r.task: r.fields["name"] for r in records if r.kind == "task_create"}
+        names.update({r.task: r.fields["name"] for r in records if r.kind == "task_name"})
+        named = {task for task, name in names.items() if name == "blocked"}
         assert len(threads) == 1 and threads[0].tid == proc.pid
         assert {threads[0].task} == named
         assert threads[0].request == request_id

@@ -19,6 +19,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from diag.syscalls.counts import syscall_name
+
 _BPF_TEXT = r"""
 #include <uapi/linux/ptrace.h>
 BPF_HASH(counts, u32, u64, 1024);
@@ -38,7 +40,8 @@ def syscall_counting_unavailable() -> str | None:
     if os.geteuid() != 0:
         return "eBPF syscall counting needs root"
     try:
-        import bcc  # noqa: F401
+        from diag.syscalls.bcc_module import import_bcc
+        import_bcc()
     except Exception as exc:  # ImportError or a missing libbcc
         return f"bcc is not importable ({exc.__class__.__name__})"
     if not os.path.exists("/sys/kernel/tracing/events/raw_syscalls") and not os.path.exists(
@@ -55,7 +58,8 @@ class SyscallCounter:
     backend = "bpf (process-wide)"
 
     def __init__(self, pids: int | list[int]):
-        from bcc import BPF
+        from diag.syscalls.bcc_module import import_bcc
+        BPF = import_bcc().BPF
         self.pids = [int(pids)] if isinstance(pids, int) else [int(p) for p in pids]
         self.pid = self.pids[0]
         condition = " || ".join(f"tgid == {p}" for p in self.pids)
@@ -98,12 +102,6 @@ class SyscallCounter:
         self.bpf.cleanup()
 
 
-def syscall_name(nr: int) -> str:
-    """x86_64 syscall number -> name, from bcc's table."""
-    from bcc.syscall import syscall_name as _name
-    name = _name(nr)
-    name = name.decode() if isinstance(name, bytes) else name
-    return f"syscall_{nr}" if name.startswith("[unknown") else name
 
 
 def count_fds(pid: int | list[int]) -> int:

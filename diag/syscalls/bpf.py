@@ -227,7 +227,8 @@ class BpfCounter:
     """One attached program for one target. ``set_slots`` any time; ``read`` any number of times."""
 
     def __init__(self, opts: BpfOptions):
-        from bcc import BPF  # imported here: only this backend needs bcc
+        from diag.syscalls.bcc_module import import_bcc  # here: only this backend needs bcc
+        BPF = import_bcc().BPF
 
         self.opts = opts
         self.bpf = BPF(text=bpf_text(opts))  # TRACEPOINT_PROBE attaches on load

@@ -173,7 +173,8 @@ def bpf_unavailable() -> str | None:
     if os.geteuid() != 0:
         return "not root: eBPF needs root"
     try:
-        import bcc  # noqa: F401
+        from diag.syscalls.bcc_module import import_bcc
+        import_bcc()
     except Exception as exc:
         return f"bcc is not importable ({exc.__class__.__name__}: {exc})"
     if not os.path.exists("/sys/kernel/tracing/events/raw_syscalls") and not os.path.exists(

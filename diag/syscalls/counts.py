@@ -75,7 +75,8 @@ def errno_name(code: int) -> str:
 def syscall_name(nr: int) -> str:
     """x86_64 syscall number -> name (bcc's table, with a plain fallback)."""
     try:
-        from bcc.syscall import syscall_name as _name
+        from diag.syscalls.bcc_module import import_bcc
+        _name = import_bcc().syscall.syscall_name
     except Exception:  # bcc absent: the ptrace backend gets names from strace anyway
         return f"syscall_{nr}"
     name = _name(nr)

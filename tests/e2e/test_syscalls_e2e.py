@@ -84,26 +84,38 @@ def test_ptrace_fallback_as_a_plain_user_is_exact_per_thread():
     assert {r["name"]: r["calls"] for r in rep["names"]}["getppid"] == 82
 
 
-def _sleeper(code: str) -> subprocess.Popen:
-    p = subprocess.Popen([PY, "-c", code], stdout=subprocess.PIPE, text=True)
-    assert p.stdout.readline().strip() == "ready"
-    return p
-
-
 def test_no_probe_file_falls_back_to_threads_and_target_exit_keeps_counts(tmp_path):
     require("bcc")
-    # A Python process without tracing: no probe file. It exits by itself mid-run.
-    p = _sleeper("import os, time\nprint('ready', flush=True)\n"
-                 "t = time.time()\nwhile time.time() - t < 2.5:\n    os.getppid(); time.sleep(0.001)\n")
+    # A Python process without tracing: no probe file. It exits by itself mid-run, once the
+    # counter has said it counts (compiling the eBPF program takes seconds on a busy machine).
+    p = subprocess.Popen([PY, "-u", "-c",
+                          "import os, sys, threading, time\n"
+                          "def work():\n    while True: os.getppid(); time.sleep(0.001)\n"
+                          "threading.Thread(target=work, daemon=True).start()\n"
+                          "print('ready', flush=True)\nsys.stdin.read()\n"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "ready"
     out = tmp_path / "r.json"
     try:
-        r = _syscalls("--pid", str(p.pid), "--duration", "20", "--json", str(out))
+        c = subprocess.Popen([*COROSCOPE, "--pid", str(p.pid), "--duration", "30", "--json",
+                              str(out)], cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        said = []
+        while not any(line.startswith(f"coroscope: counting syscalls of pid {p.pid}")
+                      for line in said):
+            line = c.stderr.readline()
+            assert line, said
+            said.append(line)
+        time.sleep(0.5)                         # some 300 getppid calls counted
+        p.stdin.close()                         # the target exits before --duration ends
+        stdout, rest = c.communicate(timeout=60)
     finally:
         p.kill()
         p.wait()
-    assert r.returncode == 0, r.stderr
-    assert "publishes no probe file" in r.stderr and "counting per thread instead" in r.stderr
-    assert f"pid {p.pid} exited after" in r.stderr
+    stderr = "".join(said) + rest
+    assert c.returncode == 0, stderr
+    assert "publishes no probe file" in stderr and "counting per thread instead" in stderr
+    assert f"pid {p.pid} exited after" in stderr
     rep = json.loads(out.read_text())
     assert rep["by"] == "thread" and rep["complete"] is False
     assert {n["name"]: n["calls"] for n in rep["names"]}["getppid"] > 100
