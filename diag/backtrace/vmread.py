@@ -10,16 +10,16 @@ same bytes through pread.
 The memory changes under us, so this class does two kinds of read.  ``read`` goes through a
 page cache that lives for one snapshot (a walk of 10,000 tasks touches the same code objects and
 types thousands of times, and one 4 KiB copy costs what an 8-byte copy costs); ``fresh`` always
-asks the kernel, and is what the torn-read check compares against.  The class plugs into the gdb
-scripts' ``coroscope_memory.Memory`` (same bounded ``u64``/``cstring``/... helpers, same
-``Unreadable``), so the object readers of the layout layer run unchanged on either source.
+asks the kernel, and is what the torn-read check compares against.  The class is the gdb
+scripts' ``coroscope_memory.Memory`` with its one hook, ``read_raw``, replaced: the page cache,
+the bounded ``u64``/``cstring``/... helpers and ``Unreadable`` are that module's, so the object
+readers of the layout layer run unchanged on either source.
 """
 from __future__ import annotations
 
 import ctypes
 import errno
 import os
-import struct
 
 from diag.errors import CoroscopeError, TargetGone
 
@@ -30,11 +30,6 @@ Unreadable = _memory.Unreadable
 PAGE = _memory.PAGE
 MAX_READ = _memory.MAX_READ
 IOV_MAX = 1024  # Linux UIO_MAXIOV: iovecs per process_vm_readv
-_MASK = ~(PAGE - 1)
-_U64 = struct.Struct("<Q")
-_I64 = struct.Struct("<q")
-_U32 = struct.Struct("<I")
-_I32 = struct.Struct("<i")
 
 
 class _IOVec(ctypes.Structure):
@@ -73,10 +68,8 @@ class ProcessMemory(_memory.Memory):
     """Bounded reads of a live process; ``Unreadable`` for an address that is not mapped."""
 
     def __init__(self, pid: int):
+        super().__init__()
         self.pid = pid
-        self.pages = {}
-        self.bad_pages = set()
-        self.reads = 0
         self._mem_file = None
         self._use_vm = _vm_readv is not None
         self._buffer = ctypes.create_string_buffer(PAGE)
@@ -99,9 +92,9 @@ class ProcessMemory(_memory.Memory):
 
     # -- the system calls ----------------------------------------------------------------
 
-    def _raw(self, address: int, size: int) -> bytes | None:
-        """size bytes at address, or None if not mapped; raises for a gone or forbidden target."""
-        self.reads += 1
+    def read_raw(self, address: int, size: int) -> bytes | None:
+        """size bytes at address, or None if not mapped; raises for a gone or forbidden target.
+        The one hook the page cache of ``coroscope_memory.Memory`` reads through."""
         if self._use_vm:
             buf = self._buffer if size <= PAGE else ctypes.create_string_buffer(size)
             local = _IOVec(ctypes.cast(buf, ctypes.c_void_p), size)
@@ -138,63 +131,6 @@ class ProcessMemory(_memory.Memory):
         if err in (errno.EPERM, errno.EACCES):
             raise CoroscopeError(permission_message(self.pid))
         raise CoroscopeError(f"reading the memory of pid {self.pid}: {os.strerror(err)}")
-
-    # -- the hot path: a value inside a cached page (most of a walk's 600,000 reads) -------
-
-    def read(self, address: int, size: int) -> bytes:
-        start = address & (PAGE - 1)
-        if 0 <= size and start + size <= PAGE:
-            page = self.pages.get(address & _MASK)
-            if page is not None and address > 0:
-                return page[start:start + size]
-        return super().read(address, size)
-
-    def _scalar(self, fmt: struct.Struct, address: int, super_read):
-        start = address & (PAGE - 1)
-        if start <= PAGE - fmt.size:
-            page = self.pages.get(address & _MASK)
-            if page is not None and address > 0:
-                return fmt.unpack_from(page, start)[0]
-        return super_read(address)
-
-    def u64(self, address: int) -> int:  # _scalar inlined: a third of all reads are pointers
-        page = self.pages.get(address & _MASK)
-        start = address & (PAGE - 1)
-        if page is not None and start <= PAGE - 8 and address > 0:
-            return _U64.unpack_from(page, start)[0]
-        return _memory.Memory.u64(self, address)
-
-    def i64(self, address: int) -> int:
-        return self._scalar(_I64, address, super().i64)
-
-    def u32(self, address: int) -> int:
-        return self._scalar(_U32, address, super().u32)
-
-    def i32(self, address: int) -> int:
-        return self._scalar(_I32, address, super().i32)
-
-    # -- what coroscope_memory.Memory's helpers call ------------------------------------
-
-    def _page(self, base: int) -> bytes | None:
-        page = self.pages.get(base)
-        if page is not None:
-            return page
-        if base in self.bad_pages:
-            return None
-        if len(self.pages) >= _memory.MAX_CACHED_PAGES:
-            self.pages.clear()
-        page = self._raw(base, PAGE)
-        if page is None:
-            self.bad_pages.add(base)
-            return None
-        self.pages[base] = page
-        return page
-
-    def _direct(self, address: int, size: int) -> bytes:
-        data = self._raw(address, size)
-        if data is None:
-            raise Unreadable(address)
-        return data
 
     def fresh_chunks(self, regions: list[tuple[int, int]]):
         """Yield (start index, regions' bytes now, concatenated) per IOV_MAX regions, one system
