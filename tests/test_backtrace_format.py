@@ -86,6 +86,19 @@ def test_report_model_round_trip():
     assert [t["awaiting"] for t in again] == [t["awaiting"] for t in doc["tasks"]]
 
 
+def test_tasks_json_is_the_generic_json_of_the_model():
+    from diag.model.tasks import tasks_json, tasks_jsonable
+    doc = {"python": "3.11", "layout": "x", "live": True, "cycles": [],
+           "tasks": [task(1, "a", {"kind": "sleep", "deadline": 1.5}, (("a.py", 3, "f"), ("b.py", None, "g"))),
+                     task(2, "b\u00e9", {"kind": "task", "task": 1})]}
+    report = report_from_json(doc, "pid 1")
+    assert tasks_jsonable(report.tasks) == to_jsonable(report.tasks)
+    text = tasks_json(report.tasks)
+    assert json.loads(text) == to_jsonable(report.tasks)
+    assert len(text.splitlines()) == 2 + len(report.tasks)     # one task a line
+    assert tasks_json([]) == "[]"
+
+
 def test_cli_rejects_bad_arguments():
     from diag.cli import main
     assert main(["bt"]) == 2

@@ -6,11 +6,10 @@ through gdb.  Both give the same JSON.
 """
 from __future__ import annotations
 
-import json
 import sys
 
 from diag.errors import CoroscopeError
-from diag.model.base import to_jsonable
+from diag.model.tasks import tasks_json
 
 from .gdbrun import collect
 from .view import render
@@ -62,7 +61,7 @@ def main(args) -> int:
     else:
         report = collect(pid=args.pid, core=args.core, exe=args.exe, timeout=args.timeout)
     if args.json:
-        text = json.dumps(to_jsonable(report.tasks), indent=1)
+        text = tasks_json(report.tasks)
     else:
         view = "list" if args.list else "group" if args.group else "tree" if args.tree else "bt"
         text = render(report, view)

@@ -9,8 +9,7 @@ import importlib.util
 import sys
 from functools import cache
 
-from diag.model.base import to_jsonable
-from diag.model.tasks import BacktraceReport
+from diag.model.tasks import BacktraceReport, tasks_jsonable
 
 from .gdbrun import GDB_DIR
 
@@ -28,7 +27,7 @@ def formatter():
 
 def render(report: BacktraceReport, view: str = "bt") -> str:
     fmt = formatter()
-    tasks = to_jsonable(report.tasks)
+    tasks = tasks_jsonable(report.tasks)
     if view == "list":
         body = fmt.format_list(tasks)
     elif view == "group":
