@@ -42,6 +42,11 @@ MAX_THREAD_FRAMES = 2048
 MAX_TASKS = 200_000
 MAX_THREADS = 4096
 
+# Wrappers a task's coroutine may sit in that are no await of their own: the chain goes on at
+# the attribute named.  coroscope's step timer on a stock asyncio loop wraps every task's
+# coroutine (diag/instrument.py); without this a traced task's chain stopped at the wrapper.
+TRANSPARENT = {"heap:_StepTimedCoroutine": ("diag.instrument._StepTimedCoroutine", "_coro")}
+
 PRIMITIVES = {  # asyncio synchronisation classes -> awaiting kind
     "Lock": "lock", "Event": "event", "Condition": "condition", "Semaphore": "semaphore",
     "BoundedSemaphore": "semaphore", "Queue": "queue", "PriorityQueue": "queue",
@@ -385,6 +390,9 @@ class Process:
             return ("next", self.m.u64(obj + o["PyAsyncGenAThrow.agt_gen"]))
         if k == "_asyncio.FutureIter":
             return ("leaf", self.m.u64(obj + o["futureiterobject.future"]))
+        wrapper = TRANSPARENT.get(k)
+        if wrapper is not None and py.qualified_type_name(obj) == wrapper[0]:
+            return ("next", py.getattr(obj, wrapper[1]))
         return ("leaf", obj)
 
     def _running_frames(self, coro_iframe: int, frames: list, iframes: list):
