@@ -28,7 +28,9 @@ COLUMNS: dict[str, tuple[str, object]] = {
     "idle": ("Idle", lambda t: t.idle_ns),
     "location": ("Location", lambda t: t.location),
     "age": ("Age", lambda t: t.age_ns),
+    "awaiting": ("Awaiting", lambda t: t.awaiting),
 }
+AWAITING_WIDTH = 48     # the column's cell, cut: the detail panel has the whole text
 MAX_ROWS = 1000
 MAX_REMOVALS = 200      # each removal renumbers every row: past this many, rebuild instead
 _STATE_STYLE = {"running": "bold green", "scheduled": "yellow", "idle": "", "done": "dim",
@@ -46,7 +48,11 @@ def _cells(t: TaskRow, sched_known: bool) -> tuple:
     """The cells of a task's row, one per column of COLUMNS."""
     return (str(t.id), Text(display_name(t)), Text(t.state, style=_STATE_STYLE[t.state]), str(t.polls),
             duration(t.busy_ns), duration(t.scheduled_ns) if sched_known else "-", duration(t.idle_ns),
-            Text(short_location(t.location)), duration(t.age_ns))
+            Text(short_location(t.location)), duration(t.age_ns), Text(_cut(t.awaiting or "?")))
+
+
+def _cut(text: str, width: int = AWAITING_WIDTH) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
 
 
 def _width(cell) -> int:
@@ -56,7 +62,8 @@ def _width(cell) -> int:
 def matches(task: TaskRow, needle: str) -> bool:
     needle = needle.lower()
     return not needle or any(needle in s.lower() for s in
-                             (str(task.id), task.name, task.state, task.location, task.coro))
+                             (str(task.id), task.name, task.state, task.location, task.coro,
+                              task.awaiting))
 
 
 class TasksView(Vertical):
@@ -69,10 +76,12 @@ class TasksView(Vertical):
         self._tasks: dict[int, TaskRow] = {}
         self._shown: dict[str, tuple] = {}     # row key -> its cells, in table order
         self._detail_lines = -1                  # lines in the task detail now
+        self._taken_ns = 0
+        self._awaits_note = ""
         self._widths = [len(label) for label, _ in COLUMNS.values()]   # widest cell so far
 
     def compose(self) -> ComposeResult:
-        yield Input(placeholder="filter tasks (id, name, state, location); Enter to apply",
+        yield Input(placeholder="filter tasks (id, name, state, location, awaiting); Enter to apply",
                     id="task-filter")
         table = DataTable(id="task-table", cursor_type="row", zebra_stripes=True)
         for key, (label, _) in COLUMNS.items():
@@ -99,6 +108,8 @@ class TasksView(Vertical):
         matching = self.visible_tasks(snap)
         rows = matching[:MAX_ROWS]          # a table of 10,000 rows redrawn each second is no view
         self._tasks = {t.id: t for t in rows}
+        self._taken_ns = snap.taken_ns
+        self._awaits_note = snap.awaits_note
         keep = self.selected_id
         # a source without wake records cannot know the scheduled delay: "-", not a false 0
         sched_known = not any(m.startswith("scheduled delay") for m in snap.missing)
@@ -164,12 +175,19 @@ class TasksView(Vertical):
         text.append(f"coro        {task.coro or '?'}\n")
         text.append(f"created at  {task.location or '?'}  (parent task {task.parent_id or '-'})\n")
         text.append(f"state       {task.state}" + (f" ({task.outcome})" if task.outcome else "") + "\n")
-        text.append(f"awaiting    {task.awaiting or '?'}\n")
+        text.append(f"awaiting    {task.awaiting or '?'}")
+        if task.awaiting_read_ns:
+            age = max(0, self._taken_ns - task.awaiting_read_ns)
+            text.append(f"  (read from memory {duration(age)} ago)", style="dim")
+        text.append("\n")
         text.append(f"wakes       {task.wakes}, self-wakes {task.self_wakes}\n")
         if task.await_chain:
             text.append("await chain:\n", style="bold")
             for frame in task.await_chain:
                 text.append(f"  {frame}\n")
+            text.append(f"  -> {task.awaiting}\n")
+        if self._awaits_note:
+            text.append(f"chains read {self._awaits_note}\n", style="dim")
         # a layout pass (the whole screen) only when the detail's height changes
         lines = text.plain.count("\n")
         detail.update(text, layout=lines != self._detail_lines)

@@ -187,4 +187,5 @@ class LiveSyscalls:
 
 
 def default_samplers(pid: int, reader=None, syscalls: bool = False) -> list:
-    return [HotPathSampler(pid), LiveSyscalls(pid) if syscalls else SyscallsNote(pid)]
+    from .awaits import AwaitSampler
+    return [HotPathSampler(pid), LiveSyscalls(pid) if syscalls else SyscallsNote(pid), AwaitSampler(pid)]

@@ -172,6 +172,11 @@ class LiveState:
         self._slow_at = 0
         self._last_read_ns = 0                            # when records_unread was last told
         self.tasks_forgotten = 0     # tasks dropped as likely ended unseen (counters_seen)
+        # the last read of await chains from the target's memory (diag.live.awaits)
+        self.awaits: dict[int, tuple[str, tuple[str, ...]]] = {}
+        self.awaits_ns = 0
+        self.awaits_note = ""
+        self.awaits_failed = False
 
     # -- feeding ---------------------------------------------------------------------------
 
@@ -447,6 +452,14 @@ class LiveState:
     def set_missing(self, what: str, why: str) -> None:
         self.missing[what] = why
 
+    def set_awaits(self, taken_ns: int, by_task: dict[int, tuple[str, tuple[str, ...]]],
+                   note: str, failed: bool = False) -> None:
+        """What each task (by probe id) awaited when the memory reader read it at taken_ns."""
+        self.awaits = by_task
+        self.awaits_ns = taken_ns
+        self.awaits_note = note
+        self.awaits_failed = failed
+
     # -- reading ---------------------------------------------------------------------------
 
     def snapshot(self, now_ns: int | None = None, wall_time: float = 0.0) -> LiveSnapshot:
@@ -470,6 +483,7 @@ class LiveState:
             lost_records=self.lost,
             skipped_records=self.skipped,
             missing=[f"{what}: {why}" for what, why in self.missing.items()] + self._unread_note(),
+            awaits_note=self.awaits_note,
         )
 
     def _unread_note(self) -> list[str]:
@@ -500,14 +514,28 @@ class LiveState:
         else:
             state = "idle"
         age = max(0, end - t.created_ns)
+        awaiting, chain, read_ns = self._awaiting(t, state)
         return TaskRow(
             id=t.id, name=t.name, coro=t.coro, location=t.location, parent_id=t.parent_id,
             state=state, polls=t.polls, busy_ns=busy, scheduled_ns=t.scheduled_ns,
             idle_ns=max(0, age - busy - t.scheduled_ns), age_ns=age,
             last_step_end_ns=t.last_step_end_ns, running_for_ns=running_for,
-            self_wakes=t.self_wakes, wakes=t.wakes, awaiting=t.awaiting, outcome=t.outcome,
-            step_histogram=list(t.histogram), await_chain=list(t.await_chain),
+            self_wakes=t.self_wakes, wakes=t.wakes, awaiting=awaiting, outcome=t.outcome,
+            step_histogram=list(t.histogram), await_chain=list(chain), awaiting_read_ns=read_ns,
         )
+
+    def _awaiting(self, t: _Task, state: str) -> tuple[str, tuple[str, ...], int]:
+        """(awaiting, await chain, when read): from the records when they say, else from the
+        last memory read; a read older than the task's last step is said to be."""
+        if t.awaiting or state in ("running", "done"):
+            return t.awaiting, t.await_chain, 0
+        seen = self.awaits.get(t.id)
+        if seen is None:
+            return ("? (read failed)" if self.awaits_failed else ""), (), 0
+        awaiting, chain = seen
+        if t.last_step_end_ns > self.awaits_ns:
+            awaiting += " (read before its last step)"
+        return awaiting, chain, self.awaits_ns
 
     def _span(self, now: int) -> range:
         """The whole seconds the series cover, up to and including now's."""

@@ -47,6 +47,9 @@ class TaskRow:
     outcome: str                 # "" while alive; "result" | "exception" | "cancelled"
     step_histogram: list[int] = field(default_factory=lambda: [0] * len(STEP_BUCKET_LABELS))
     await_chain: list[str] = field(default_factory=list)   # outermost first, when known
+    # when awaiting and await_chain were read from the target's memory (monotonic ns, as
+    # taken_ns); 0: not read there (no read yet, or the task was not in the last one)
+    awaiting_read_ns: int = 0
 
 
 @dataclass
@@ -175,6 +178,7 @@ class LiveSnapshot:
     # warnings, which are applied; rates then come from the probe's counters)
     skipped_records: int = 0
     missing: list[str] = field(default_factory=list)   # "what: why", shown as a panel
+    awaits_note: str = ""        # the last read of await chains from memory: what it found
 
 
 @dataclass
