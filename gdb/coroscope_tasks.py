@@ -85,9 +85,18 @@ class Process:
         self._locals_cache: dict[int, tuple] = {}
         self._loop_cache: dict[int, dict] = {}
         self._line_cache: dict[tuple, int | None] = {}
+        self._header_cache: dict[int, tuple[int, int, int]] = {}
+        self._has_cells: dict[int, bool] = {}
         self.errors: list[str] = []
         self.running_by_loop = self._current_tasks()
         self.running_tasks = set(self.running_by_loop.values())
+
+    def forget_snapshot(self) -> None:
+        """Drop what was read of objects that change (a live reader reading the target again)."""
+        self._primitive_cache.clear()
+        self._timer_index.clear()
+        self._fd_index.clear()
+        self._header_cache.clear()
 
     # -- interpreter and threads ----------------------------------------------------------
 
@@ -218,12 +227,13 @@ class Process:
             "cancels": num,
         }
 
-    def task_name(self, task: int) -> str:
+    def task_name(self, task: int, fields: dict | None = None) -> str:
         try:
-            n = self.task_fields(task)["name_obj"]
-            if n and self.py.kind(n) == "str":
+            n = (fields or self.task_fields(task))["name_obj"]
+            kind = self.py.kind(n) if n else ""
+            if kind == "str":
                 return self.py.str(n, 200)
-            if n and self.py.kind(n) == "int":
+            if kind == "int":
                 # 3.12+ keeps the task counter until the name is asked for (Task.get_name()
                 # then formats it the same way).
                 return f"Task-{self.py.int(n)}"
@@ -258,13 +268,18 @@ class Process:
         return _code_info(self, code)
 
     def _frame_header(self, iframe: int) -> tuple[int, int, int]:
-        """(f_code, prev_instr, stacktop) from one read of the frame's fixed part."""
+        """(f_code, prev_instr, stacktop) from one read of the frame's fixed part (once a
+        snapshot: the walk, the leaf's classification and the live reader's check all ask)."""
+        cached = self._header_cache.get(iframe)
+        if cached is not None:
+            return cached
         o = self.o
         raw = self.m.read(iframe, o["_PyInterpreterFrame.localsplus"])
         code = int.from_bytes(raw[o["_PyInterpreterFrame.f_code"]:][:8], "little")
         prev = int.from_bytes(raw[o["_PyInterpreterFrame.prev_instr"]:][:8], "little")
         top = int.from_bytes(raw[o["_PyInterpreterFrame.stacktop"]:][:4], "little", signed=True)
-        return code, prev, top
+        self._header_cache[iframe] = header = (code, prev, top)
+        return header
 
     def frame_record(self, iframe: int, kind: str) -> dict:
         code, prev, _top = self._frame_header(iframe)
@@ -646,7 +661,7 @@ class Process:
                      "frames": [], "awaiting": {"kind": "unknown"}}
         try:
             f = self.task_fields(task)
-            rec["name"] = self.task_name(task)
+            rec["name"] = self.task_name(task, f)
             rec["loop"] = self.loop_info(f["loop"])
             state = self.future_state(task)
             if task in self.running_tasks:
@@ -687,12 +702,29 @@ class Process:
         for rec in records:
             for iframe in rec.get("_iframes", []):
                 try:
+                    if not self._may_hold(iframe, wanted):
+                        continue
                     for _name, value in self.frame_locals(iframe):
                         aw = wanted.get(value)
                         if aw is not None and aw is not rec["awaiting"] and rec["id"] not in aw["held_by"]:
                             aw["held_by"].append(rec["id"])
                 except Unreadable:
                     continue
+
+
+    def _may_hold(self, iframe: int, wanted: dict) -> bool:
+        """False when no local of the frame is one of ``wanted`` (one read, no per-local work);
+        a frame with cells or free variables is always looked at local by local."""
+        code = self.m.u64(iframe + self.o["_PyInterpreterFrame.f_code"])
+        names, kinds = self._code_locals(code)
+        cells = self._has_cells.get(code)
+        if cells is None:
+            mask = self.c["CO_FAST_CELL"] | self.c["CO_FAST_FREE"]
+            cells = self._has_cells[code] = any(k & mask for k in kinds)
+        if cells:
+            return True
+        values = self.m.ptrs(iframe + self.o["_PyInterpreterFrame.localsplus"], len(names))
+        return not wanted.keys().isdisjoint(values)
 
 
 _CODE_CACHE: dict[int, tuple] = {}

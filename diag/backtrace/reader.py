@@ -152,9 +152,7 @@ class Reader:
             # Re-read from scratch: a page cached early in the walk is what went stale, and the
             # allocator reuses addresses at once, so a look-alike may sit where the old object was.
             self.memory.new_snapshot()
-            proc._primitive_cache.clear()
-            proc._timer_index.clear()
-            proc._fd_index.clear()
+            proc.forget_snapshot()
             pending = sorted(stale, key=order.get)
         else:
             for task in pending:
