@@ -43,9 +43,11 @@ def _not_a_target() -> None:
     """A shell that exported COROSCOPE_TRACE=1 traces every Python process, coroscope's own
     commands too (the start-up hook runs before this). A command is the observer, not the
     observed: its probe would be one more traced process for `top` to list and `export` to
-    scrape. The variables stay in the environment, for the targets it starts."""
-    import runtime.tracing as tracing
-    if tracing.enabled():
+    scrape. The variables stay in the environment, for the targets it starts.  Tracing is on
+    only if the hook imported the tracer: when it did not, importing it here (and the runtime
+    and asyncio with it) only to hear "off" would be most of a short command's start."""
+    tracing = sys.modules.get("runtime.tracing")
+    if tracing is not None and tracing.enabled():
         tracing.disable()
 
 
