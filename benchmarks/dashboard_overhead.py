@@ -18,7 +18,7 @@ hits all alike:
 What is reported, per way (medians over the rounds): the target's requests per second and its
 ratio to alone; the target's CPU time per request and its ratio (the work each request costs the
 target, which the machine's contention changes less than throughput); the observer's CPU as a
-share of one core; records decoded, skipped (over the dashboard's CPU budget: scanned for
+share of one core, and of it the await-chain reader's (diag.live.awaits: "awaits"); records decoded, skipped (over the dashboard's CPU budget: scanned for
 warnings only) and lost (overwritten before read); the decoding cost per record.
 
 Why two pairs of ways. Unpinned, on a 2-core machine, the dashboard's own CPU competes with the
@@ -127,8 +127,10 @@ def _reading(source, snap) -> dict:
     """What the reader did: records decoded, skipped, lost, and its cost per record."""
     reader = source.reader
     decoded = getattr(reader, "decoded", 0)
+    awaits = next((s for s in source.samplers if hasattr(s, "wait_for_reads")), None)
     return {"records": snap.records, "skipped": snap.skipped_records, "lost": snap.lost_records,
-            "us_per_record": 1e6 * reader.decode_cpu_s / decoded if decoded else None}
+            "us_per_record": 1e6 * reader.decode_cpu_s / decoded if decoded else None,
+            "await_reads": awaits.reads if awaits else 0, "await_cpu_s": awaits.cpu_s if awaits else 0.0}
 
 
 def run_alone(seconds: float, pinned: tuple[int, int] | None = None) -> dict:
@@ -248,6 +250,9 @@ def run(quick: bool = False, rounds: int | None = None) -> dict:
                 records_read=[r["records"] for r in results],
                 records_skipped=[r["skipped"] for r in results],
                 records_lost=[r["lost"] for r in results],
+                # the await-chain reader's thread (diag.live.awaits), included in observer_cpu_share
+                await_reads=[r["await_reads"] for r in results],
+                await_cpu_share=round(statistics.median(r["await_cpu_s"] for r in results) / seconds, 4),
                 us_per_record=statistics.median(r["us_per_record"] for r in results
                                                 if r["us_per_record"] is not None)
                 if any(r["us_per_record"] for r in results) else None)
@@ -260,17 +265,18 @@ def render(report: dict) -> str:
              f"{report['seconds']} s x {report['rounds']} rounds (medians; pinned on cores "
              f"{report['cpus']})",
              f"{'way':<17} {'req/s':>8} {'ratio':>6} {'cpu us/req':>10} {'ratio':>6} "
-             f"{'obs cpu':>7} {'us/rec':>6} {'read':>8} {'skipped':>8} {'lost':>7}  cost: throughput / cpu per req"]
+             f"{'obs cpu':>7} {'awaits':>6} {'us/rec':>6} {'read':>8} {'skipped':>8} {'lost':>7}  cost: throughput / cpu per req"]
     for way, r in report["ways"].items():
         share = "-" if r.get("observer_cpu_share") is None else f"{100 * r['observer_cpu_share']:.1f}%"
         per = "-" if r.get("us_per_record") is None else f"{r['us_per_record']:.2f}"
+        awaits = "-" if r.get("await_cpu_share") is None else f"{100 * r['await_cpu_share']:.1f}%"
         med = lambda key: "-" if key not in r else str(int(statistics.median(r[key])))   # noqa: E731
         cost = (f"{r['throughput_cost']} / {r['cpu_per_request_cost']}" if "throughput_cost" in r
                 else f"baseline: spread {100 * r['baseline_rps_spread']:.1f}% / "
                      f"{100 * r['baseline_cpu_spread']:.1f}%")
         lines.append(f"{way:<17} {r['rps_median']:>8.0f} {r['ratio_to_alone']:>6.3f} "
                      f"{r['cpu_us_per_request']:>10.2f} {r['cpu_per_request_ratio']:>6.3f} "
-                     f"{share:>7} {per:>6} {med('records_read'):>8} {med('records_skipped'):>8} "
+                     f"{share:>7} {awaits:>6} {per:>6} {med('records_read'):>8} {med('records_skipped'):>8} "
                      f"{med('records_lost'):>7}  {cost}")
     return "\n".join(lines)
 
