@@ -13,7 +13,8 @@ the task count checked:
 
 "command s" is the whole command (interpreter start, read, JSON); "read s" is the reader's own
 walk (the document's ``seconds``).  "longest pause" is the longest gap between two ticks of the
-target's thread while that command ran: what the service felt.  "idle pause" is the same meter
+target's thread while that command ran: what the service felt.  The 1 s target is for the
+whole command (what a user waits for), not the walk alone.  "idle pause" is the same meter
 over as long a window with nothing reading: the noise floor of a shared 2-core machine, which a
 pause should be judged against.  Targets (issue 17): 10,000 tasks under 1 s, no pause over
 10 ms.  Reported here, never asserted in tests.
@@ -93,7 +94,7 @@ def measure(total: int, loop: str) -> dict:
             target.wait()
     r = row["reader"]
     row["ok"] = (r["found"] == row["tasks"] == row["gdb"]["found"]
-                 and r["read_s"] < TARGET_S.get(row["tasks"], float("inf"))
+                 and r["best_s"] < TARGET_S.get(row["tasks"], float("inf"))
                  and r["longest_pause_s"] <= TARGET_PAUSE_S)
     return row
 
@@ -110,7 +111,7 @@ def run(sizes=(100, 10_000), loop: str = "asyncio") -> dict:
             read = f"{r['read_s']:.3f}" if "read_s" in r else "-"
             print(f"{row['tasks']:>7} {how:>7} {r['found']:>7} {r['best_s']:>10.3f} {read:>8} "
                   f"{r['longest_pause_s'] * 1000:>17.1f} {row['idle_pause_s'] * 1000:>14.1f}")
-    print(f"targets: 10,000 tasks read in under {TARGET_S[10_000]:g} s; no pause of the target over "
+    print(f"targets: `coroscope bt` on 10,000 tasks in under {TARGET_S[10_000]:g} s, the whole command; no pause of the target over "
           f"{TARGET_PAUSE_S * 1000:g} ms (pauses of 2 ms or less are not recorded)")
     print("met" if all(r["ok"] for r in rows) else "NOT met")
     return {"loop": loop, "rows": rows, "ok": all(r["ok"] for r in rows)}
