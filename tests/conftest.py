@@ -16,7 +16,7 @@ VERSION_INDEPENDENT = {
     "test_backtrace_format.py", "test_benchmark_paired.py", "test_benchmark_spread.py", "test_check.py", "test_cli.py",
     "test_dashboard_app.py", "test_dashboard_cli.py", "test_dashboard_scenario.py",
     "test_doctor.py", "test_export_units.py", "test_pprof.py", "test_syscalls.py",
-    "test_warnings.py", "test_report_html.py", "test_dashboard_tmux.py",
+    "test_warnings.py", "test_report_html.py", "test_dashboard_tmux.py", "test_live_awaits.py",
 }
 
 

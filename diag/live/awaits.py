@@ -149,9 +149,7 @@ class AwaitSampler:
             result = read_once(self._reader, self.clock)
         except CoroscopeError as exc:              # gone, no permission, not Python: say it
             result = AwaitRead(self.clock(), error=str(exc))
-            if self._reader is not None:
-                self._reader.close()
-                self._reader = None
+            self._close_reader()
         except Exception as exc:  # noqa: BLE001 - a reader bug must not take the dashboard down
             result = AwaitRead(self.clock(), error=f"{type(exc).__name__}: {exc}")
         with self.read_done:
@@ -162,18 +160,24 @@ class AwaitSampler:
         return result
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            t0 = time.thread_time()
-            self.read()
-            spent = time.thread_time() - t0
-            pause = max(MIN_INTERVAL_S, spent / self.cpu_share)
-            if self._stop.wait(pause):
-                break
+        try:
+            while not self._stop.is_set():
+                t0 = time.thread_time()
+                self.read()
+                spent = time.thread_time() - t0
+                if self._stop.wait(max(MIN_INTERVAL_S, spent / self.cpu_share)):
+                    break
+        finally:
+            self._close_reader()
 
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
+    def _close_reader(self) -> None:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+
+    def close(self) -> None:
+        """Stop reading.  Never waits for a read under way (closing is done from the UI's
+        thread, and a read of many tasks takes a while): the thread ends after it."""
+        self._stop.set()
+        if not self._thread.is_alive():
+            self._close_reader()
