@@ -92,7 +92,9 @@ class Process:
         self.running_tasks = set(self.running_by_loop.values())
 
     def forget_snapshot(self) -> None:
-        """Drop what was read of objects that change (a live reader reading the target again)."""
+        """Drop what was read of objects that change (a live reader reading the target again),
+        the threads' current frames too: a running task's stack is found from them."""
+        self.threads = self._threads()
         self._primitive_cache.clear()
         self._timer_index.clear()
         self._fd_index.clear()
