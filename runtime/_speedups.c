@@ -35,7 +35,7 @@ static Py_ssize_t handle_offset[N_FIELDS];
 static Py_ssize_t timer_offset[N_FIELDS];
 
 static PyObject *str_debug, *str_closed, *str_ready, *str_append, *str_popleft, *str_run;
-static PyObject *str_scheduled, *str_on, *str_time;
+static PyObject *str_scheduled, *str_on, *str_time, *str_cancelled_count, *int_one;
 
 #define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
 
@@ -97,12 +97,154 @@ setup(PyObject *module, PyObject *args)
     Py_RETURN_NONE;
 }
 
+
 static void
 set_slot(PyObject *obj, Py_ssize_t off, PyObject *value)
 {
     PyObject *old = SLOT(obj, off);
     SLOT(obj, off) = Py_NewRef(value);
     Py_XDECREF(old);
+}
+
+/* The loop's own attributes that every call_soon, timer and cancel reads (_debug, _closed,
+ * _ready, _scheduled, _timer_cancelled_count) are slots of runtime.loop.Loop: read at their
+ * offsets, a handful of instructions, where a lookup by name costs ~150 (the type's MRO for a
+ * descriptor, then the instance's keys). Set up by setup_loop(); anything else that calls these
+ * functions (an object that is not a Loop, a slot a subclass left unset) is looked up by name. */
+enum { L_DEBUG, L_CLOSED, L_READY, L_SCHEDULED, L_CANCELLED_COUNT, N_LOOP_FIELDS };
+static const char *loop_field_names[N_LOOP_FIELDS] = {
+    "_debug", "_closed", "_ready", "_scheduled", "_timer_cancelled_count"};
+static Py_ssize_t loop_offset[N_LOOP_FIELDS];
+static PyTypeObject *slotted_loop_type;   /* runtime.loop.Loop once setup_loop() ran */
+static PyTypeObject *deque_type;          /* collections.deque */
+static PyObject *deque_append;            /* deque.append, the method descriptor */
+static PyObject *pure_get_debug;          /* BaseEventLoop.get_debug */
+static PyObject *pure_timer_cancelled;    /* BaseEventLoop._timer_handle_cancelled */
+
+/* A new reference to the loop's attribute, NULL with an exception set. */
+static PyObject *
+loop_attr(PyObject *self, int field, PyObject *name)
+{
+    if (slotted_loop_type != NULL && PyObject_TypeCheck(self, slotted_loop_type)) {
+        PyObject *value = SLOT(self, loop_offset[field]);
+        if (value != NULL)
+            return Py_NewRef(value);
+    }
+    return PyObject_GetAttr(self, name);
+}
+
+/* self.<field> = value: 0, or -1 with an exception set */
+static int
+loop_set(PyObject *self, int field, PyObject *name, PyObject *value)
+{
+    if (slotted_loop_type != NULL && PyObject_TypeCheck(self, slotted_loop_type)
+            && SLOT(self, loop_offset[field]) != NULL) {
+        set_slot(self, loop_offset[field], value);
+        return 0;
+    }
+    return PyObject_SetAttr(self, name, value);
+}
+
+/* 1: the loop's attribute is true, 0: false, -1: error */
+static int
+loop_flag(PyObject *self, int field, PyObject *name)
+{
+    PyObject *value = loop_attr(self, field, name);
+    if (value == NULL)
+        return -1;
+    int truth = value == Py_False ? 0 : value == Py_True ? 1 : PyObject_IsTrue(value);
+    Py_DECREF(value);
+    return truth;
+}
+
+/* self._ready.append(handle): 0, or -1 with an exception set */
+static int
+append_ready(PyObject *self, PyObject *handle)
+{
+    PyObject *ready = loop_attr(self, L_READY, str_ready);
+    if (ready == NULL)
+        return -1;
+    PyObject *ok;
+    if (deque_append != NULL && Py_IS_TYPE(ready, deque_type)) {
+        PyObject *args[2] = {ready, handle};
+        ok = PyObject_Vectorcall(deque_append, args, 2, NULL);
+    }
+    else
+        ok = PyObject_CallMethodOneArg(ready, str_append, handle);
+    Py_DECREF(ready);
+    if (ok == NULL)
+        return -1;
+    Py_DECREF(ok);
+    return 0;
+}
+
+/* setup_loop(Loop, deque, get_debug, _timer_handle_cancelled): Loop's slot offsets, and the
+ * Python methods the C ones replace (their fallback). */
+static PyObject *
+setup_loop(PyObject *module, PyObject *args)
+{
+    PyObject *loop, *deque, *get_debug, *cancelled;
+    if (!PyArg_ParseTuple(args, "O!O!OO:setup_loop", &PyType_Type, &loop, &PyType_Type, &deque,
+                          &get_debug, &cancelled))
+        return NULL;
+    PyObject *append = PyObject_GetAttrString(deque, "append");
+    if (append == NULL)
+        return NULL;
+    for (int i = 0; i < N_LOOP_FIELDS; i++) {
+        if ((loop_offset[i] = one_offset((PyTypeObject *)loop, loop_field_names[i])) < 0) {
+            Py_DECREF(append);
+            return NULL;
+        }
+    }
+    Py_XSETREF(deque_append, append);
+    Py_XSETREF(deque_type, (PyTypeObject *)Py_NewRef(deque));
+    Py_XSETREF(pure_get_debug, Py_NewRef(get_debug));
+    Py_XSETREF(pure_timer_cancelled, Py_NewRef(cancelled));
+    Py_XSETREF(slotted_loop_type, (PyTypeObject *)Py_NewRef(loop));
+    Py_RETURN_NONE;
+}
+
+/* get_debug(self): self._debug */
+static PyObject *
+get_debug(PyObject *module, PyObject *const *argv, Py_ssize_t nargs)
+{
+    if (pure_get_debug == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "runtime._speedups.setup_loop() was not called");
+        return NULL;
+    }
+    if (nargs != 1)
+        return PyObject_Vectorcall(pure_get_debug, argv, nargs, NULL);
+    return loop_attr(argv[0], L_DEBUG, str_debug);
+}
+
+/* _timer_handle_cancelled(self, handle): TimerHandle.cancel's notice to the loop, which counts
+ * the cancelled timers still on its heap (_run_once drops them once they are many). */
+static PyObject *
+timer_handle_cancelled(PyObject *module, PyObject *const *argv, Py_ssize_t nargs)
+{
+    if (pure_timer_cancelled == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "runtime._speedups.setup_loop() was not called");
+        return NULL;
+    }
+    if (nargs != 2 || timer_type == NULL)
+        return PyObject_Vectorcall(pure_timer_cancelled, argv, nargs, NULL);
+    PyObject *self = argv[0], *handle = argv[1];
+    PyObject *scheduled = Py_IS_TYPE(handle, timer_type) ? SLOT(handle, scheduled_offset) : NULL;
+    if (scheduled == NULL)  /* another class, or unset: Python says what happens */
+        return PyObject_Vectorcall(pure_timer_cancelled, argv, nargs, NULL);
+    int truth = scheduled == Py_False ? 0 : scheduled == Py_True ? 1 : PyObject_IsTrue(scheduled);
+    if (truth <= 0)
+        return truth < 0 ? NULL : Py_NewRef(Py_None);
+    PyObject *count = loop_attr(self, L_CANCELLED_COUNT, str_cancelled_count);
+    if (count == NULL)
+        return NULL;
+    PyObject *more = PyNumber_Add(count, int_one);
+    Py_DECREF(count);
+    if (more == NULL)
+        return NULL;
+    int set = loop_set(self, L_CANCELLED_COUNT, str_cancelled_count, more);
+    Py_DECREF(more);
+    return set < 0 ? NULL : Py_NewRef(Py_None);
 }
 
 /* call_soon(self, callback, *args, context=None), bound to the loop as a method. */
@@ -124,21 +266,13 @@ call_soon(PyObject *module, PyObject *const *argv, Py_ssize_t nargs, PyObject *k
     if (nargs < 2)
         return PyObject_Vectorcall(pure_call_soon, argv, nargs, kwnames);
     PyObject *self = argv[0];
-    PyObject *debug = PyObject_GetAttr(self, str_debug);
-    if (debug == NULL)
-        return NULL;
-    int is_debug = PyObject_IsTrue(debug);
-    Py_DECREF(debug);
+    int is_debug = loop_flag(self, L_DEBUG, str_debug);
     if (is_debug != 0) {
         if (is_debug < 0)
             return NULL;
         return PyObject_Vectorcall(pure_call_soon, argv, nargs, kwnames);
     }
-    PyObject *closed = PyObject_GetAttr(self, str_closed);
-    if (closed == NULL)
-        return NULL;
-    int is_closed = PyObject_IsTrue(closed);
-    Py_DECREF(closed);
+    int is_closed = loop_flag(self, L_CLOSED, str_closed);
     if (is_closed != 0) {
         if (is_closed > 0)
             PyErr_SetString(PyExc_RuntimeError, "Event loop is closed");
@@ -167,18 +301,10 @@ call_soon(PyObject *module, PyObject *const *argv, Py_ssize_t nargs, PyObject *k
     set_slot(handle, handle_offset[F_CANCELLED], Py_False);
     set_slot(handle, handle_offset[F_REPR], Py_None);
     set_slot(handle, handle_offset[F_SOURCE_TB], Py_None);
-    PyObject *ready = PyObject_GetAttr(self, str_ready);
-    if (ready == NULL) {
+    if (append_ready(self, handle) < 0) {
         Py_DECREF(handle);
         return NULL;
     }
-    PyObject *ok = PyObject_CallMethodOneArg(ready, str_append, handle);
-    Py_DECREF(ready);
-    if (ok == NULL) {
-        Py_DECREF(handle);
-        return NULL;
-    }
-    Py_DECREF(ok);
     return handle;
 }
 
@@ -224,12 +350,13 @@ schedule_timer(PyObject *self, PyObject *when, PyObject *callback, PyObject *con
     set_slot(timer, timer_offset[F_REPR], Py_None);
     set_slot(timer, timer_offset[F_SOURCE_TB], Py_None);
     set_slot(timer, when_offset, when);
-    PyObject *heap = PyObject_GetAttr(self, str_scheduled);
+    PyObject *heap = loop_attr(self, L_SCHEDULED, str_scheduled);
     if (heap == NULL) {
         Py_DECREF(timer);
         return NULL;
     }
-    PyObject *pushed = PyObject_CallFunctionObjArgs(heappush, heap, timer, NULL);
+    PyObject *push_args[2] = {heap, timer};
+    PyObject *pushed = PyObject_Vectorcall(heappush, push_args, 2, NULL);
     Py_DECREF(heap);
     if (pushed == NULL) {
         Py_DECREF(timer);
@@ -248,10 +375,10 @@ timer_fast_path(PyObject *self)
     int on = flag(tracer, str_on);
     if (on != 0)
         return on < 0 ? -1 : 0;
-    int debug = flag(self, str_debug);
+    int debug = loop_flag(self, L_DEBUG, str_debug);
     if (debug != 0)
         return debug < 0 ? -1 : 0;
-    int closed = flag(self, str_closed);
+    int closed = loop_flag(self, L_CLOSED, str_closed);
     return closed < 0 ? -1 : !closed;
 }
 
@@ -412,6 +539,96 @@ error:
     return NULL;
 }
 
+/* The loop's methods as method descriptors of Loop (PyDescr_NewMethod): a call from Python
+ * (loop.call_soon(...), or asyncio's C Task calling loop.call_soon) then finds an unbound method
+ * and calls it with the loop in front, as it does a Python method, where an instancemethod
+ * wrapper would make a bound method object per call. The descriptor hands over the arguments
+ * after the loop; these put the loop back in front for the functions above. */
+typedef PyObject *(*fastcall_kw)(PyObject *, PyObject *const *, Py_ssize_t, PyObject *);
+
+static PyObject *
+with_self(fastcall_kw impl, PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+          PyObject *kwnames)
+{
+    Py_ssize_t total = 1 + nargs + (kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames));
+    PyObject *small[8];
+    PyObject **argv = total <= 8 ? small : PyMem_Malloc(total * sizeof(PyObject *));
+    if (argv == NULL)
+        return PyErr_NoMemory();
+    argv[0] = self;
+    for (Py_ssize_t i = 1; i < total; i++)
+        argv[i] = args[i - 1];
+    PyObject *result = impl(NULL, argv, 1 + nargs, kwnames);
+    if (argv != small)
+        PyMem_Free(argv);
+    return result;
+}
+
+static PyObject *
+get_debug_kw(PyObject *module, PyObject *const *argv, Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (kwnames != NULL && PyTuple_GET_SIZE(kwnames)) {
+        PyErr_SetString(PyExc_TypeError, "get_debug() takes no keyword arguments");
+        return NULL;
+    }
+    return get_debug(module, argv, nargs);
+}
+
+static PyObject *
+timer_handle_cancelled_kw(PyObject *module, PyObject *const *argv, Py_ssize_t nargs,
+                          PyObject *kwnames)
+{
+    if (kwnames != NULL && PyTuple_GET_SIZE(kwnames))
+        return PyObject_Vectorcall(pure_timer_cancelled, argv, nargs, kwnames);
+    return timer_handle_cancelled(module, argv, nargs);
+}
+
+#define LOOP_METHOD(name, impl) \
+    static PyObject *name##_as_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs, \
+                                      PyObject *kwnames) \
+    { return with_self(impl, self, args, nargs, kwnames); }
+LOOP_METHOD(call_soon, call_soon)
+LOOP_METHOD(call_at, call_at)
+LOOP_METHOD(call_later, call_later)
+LOOP_METHOD(get_debug, get_debug_kw)
+LOOP_METHOD(timer_handle_cancelled, timer_handle_cancelled_kw)
+#undef LOOP_METHOD
+
+#define AS_METHOD(name, function) {name, (PyCFunction)(void (*)(void))function, \
+                                   METH_FASTCALL | METH_KEYWORDS, NULL}
+static PyMethodDef loop_methods[] = {
+    AS_METHOD("call_soon", call_soon_as_method),
+    AS_METHOD("call_at", call_at_as_method),
+    AS_METHOD("call_later", call_later_as_method),
+    AS_METHOD("get_debug", get_debug_as_method),
+    AS_METHOD("_timer_handle_cancelled", timer_handle_cancelled_as_method),
+    {NULL, NULL, 0, NULL},
+};
+#undef AS_METHOD
+
+/* loop_methods(Loop): {name: method descriptor} for the class (after setup and setup_loop) */
+static PyObject *
+make_loop_methods(PyObject *module, PyObject *loop)
+{
+    if (!PyType_Check(loop)) {
+        PyErr_SetString(PyExc_TypeError, "loop_methods(Loop): a class");
+        return NULL;
+    }
+    PyObject *result = PyDict_New();
+    if (result == NULL)
+        return NULL;
+    for (PyMethodDef *def = loop_methods; def->ml_name != NULL; def++) {
+        PyObject *descr = PyDescr_NewMethod((PyTypeObject *)loop, def);
+        if (descr == NULL || PyDict_SetItemString(result, def->ml_name, descr) < 0) {
+            Py_XDECREF(descr);
+            Py_DECREF(result);
+            return NULL;
+        }
+        Py_DECREF(descr);
+    }
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"setup", setup, METH_VARARGS,
      "setup(Handle, TimerHandle, pure_call_soon): the handle classes and the Python fallback."},
@@ -421,6 +638,15 @@ static PyMethodDef methods[] = {
      "call_at(loop, when, callback, *args, context=None): Loop.call_at outside debug and tracing."},
     {"call_later", (PyCFunction)(void (*)(void))call_later, METH_FASTCALL | METH_KEYWORDS,
      "call_later(loop, delay, callback, *args, context=None): as call_at(loop.time() + delay)."},
+    {"setup_loop", setup_loop, METH_VARARGS,
+     "setup_loop(Loop, deque, get_debug, _timer_handle_cancelled): Loop's slots, the fallbacks."},
+    {"get_debug", (PyCFunction)(void (*)(void))get_debug, METH_FASTCALL,
+     "get_debug(loop): loop._debug."},
+    {"timer_handle_cancelled", (PyCFunction)(void (*)(void))timer_handle_cancelled, METH_FASTCALL,
+     "timer_handle_cancelled(loop, handle): BaseEventLoop._timer_handle_cancelled."},
+    {"loop_methods", make_loop_methods, METH_O,
+     "loop_methods(Loop): call_soon, call_at, call_later, get_debug, _timer_handle_cancelled as "
+     "method descriptors of Loop."},
     {"run_ready", (PyCFunction)(void (*)(void))run_ready, METH_FASTCALL,
      "run_ready(ready, ntodo, report_error): run the first ntodo ready handles."},
     {NULL, NULL, 0, NULL},
@@ -444,23 +670,12 @@ PyInit__speedups(void)
     INTERN(str_scheduled, "_scheduled");
     INTERN(str_on, "on");
     INTERN(str_time, "time");
+    INTERN(str_cancelled_count, "_timer_cancelled_count");
+    if ((int_one = PyLong_FromLong(1)) == NULL)
+        return NULL;
 #undef INTERN
     PyObject *module = PyModule_Create(&module_def);
     if (module == NULL)
         return NULL;
-    /* the loop's methods as class attributes that bind the loop as their first argument */
-    static const char *bound[][2] = {{"call_soon", "call_soon_method"},
-                                     {"call_at", "call_at_method"},
-                                     {"call_later", "call_later_method"}};
-    for (int i = 0; i < 3; i++) {
-        PyObject *function = PyObject_GetAttrString(module, bound[i][0]);
-        PyObject *method = function ? PyInstanceMethod_New(function) : NULL;
-        Py_XDECREF(function);
-        if (method == NULL || PyModule_AddObject(module, bound[i][1], method) < 0) {
-            Py_XDECREF(method);
-            Py_DECREF(module);
-            return NULL;
-        }
-    }
     return module;
 }

@@ -42,7 +42,9 @@ def choose(loop_class, run_ready, tracer):
     import heapq
     _speedups.setup(_events.Handle, _events.TimerHandle, loop_class.call_soon, loop_class.call_at,
                     loop_class.call_later, loop_class, tracer, heapq.heappush)
-    loop_class.call_soon = _speedups.call_soon_method
-    loop_class.call_at = _speedups.call_at_method
-    loop_class.call_later = _speedups.call_later_method
+    import collections
+    _speedups.setup_loop(loop_class, collections.deque, loop_class.get_debug,
+                         loop_class._timer_handle_cancelled)
+    for name, method in _speedups.loop_methods(loop_class).items():
+        setattr(loop_class, name, method)
     return _speedups.run_ready

@@ -116,6 +116,11 @@ class Loop(unix_events._UnixSelectorEventLoop):
     """The runtime's event loop. ``selector`` is accepted for asyncio compatibility and ignored:
     this loop always polls with its own epoll poller."""
 
+    # asyncio's attributes that every call_soon, timer and cancel reads, kept in slots (set by
+    # BaseEventLoop.__init__ as before): runtime._speedups reads them at their offsets instead
+    # of looking them up by name, and Python reads a slot as fast as an instance attribute.
+    __slots__ = ("_debug", "_closed", "_ready", "_scheduled", "_timer_cancelled_count")
+
     def __init__(self, selector=None):
         if selector is not None and hasattr(selector, "close"):
             selector.close()  # we own fds we were handed and will not use
