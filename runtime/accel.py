@@ -1,10 +1,12 @@
 """Which implementation of the hot paths runs: the C accelerator or the pure-Python one.
 
 This is the one place that decides. ``runtime/_speedups.c`` holds C versions of the paths
-every callback goes through, ``call_soon`` / ``call_at`` / ``call_later`` (building the handle)
-and the run loop of ``_run_once`` (popping and running the ready handles); ``runtime/loop.py`` holds the Python
-versions, which are the reference: both do the same thing, field for field, and the test suite
-and CPython's asyncio tests run on both.
+every callback goes through, ``call_soon`` / ``call_at`` / ``call_later`` (building the handle),
+``get_debug`` and ``_timer_handle_cancelled`` (two of the four Python frames of a
+``TimerHandle.cancel``) and the run loop of ``_run_once`` (popping and running the ready
+handles); ``runtime/loop.py`` and asyncio hold the Python versions, which are the reference:
+both do the same thing, field for field, and the test suite and CPython's asyncio tests run on
+both. The C methods read the loop's attributes from ``Loop.__slots__`` at their offsets.
 
 The C module is built by pip at install (setup.py) for whichever CPython installs it. It is
 used when it imported and ``COROSCOPE_PURE_PYTHON`` is unset or empty; with that variable set to
@@ -33,16 +35,16 @@ COMPILED = _speedups is not None
 
 
 def choose(loop_class, run_ready, tracer):
-    """Install the chosen call_soon, call_at and call_later on ``loop_class`` and return the
-    run_ready to use: the C ones when the accelerator is chosen; otherwise the class keeps its
-    Python methods and ``run_ready`` (the Python one) is returned. The C methods are
-    instancemethods, so as class attributes they bind the loop as their first argument."""
+    """Install the chosen call_soon, call_at, call_later, get_debug and _timer_handle_cancelled
+    on ``loop_class`` and return the run_ready to use: the C ones when the accelerator is chosen;
+    otherwise the class keeps its Python methods and ``run_ready`` (the Python one) is returned.
+    The C methods are method descriptors of ``loop_class``, called as its Python methods are."""
     if _speedups is None:
         return run_ready
+    import collections
     import heapq
     _speedups.setup(_events.Handle, _events.TimerHandle, loop_class.call_soon, loop_class.call_at,
                     loop_class.call_later, loop_class, tracer, heapq.heappush)
-    import collections
     _speedups.setup_loop(loop_class, collections.deque, loop_class.get_debug,
                          loop_class._timer_handle_cancelled)
     for name, method in _speedups.loop_methods(loop_class).items():

@@ -1,6 +1,7 @@
 """The C accelerator and the pure-Python paths do the same thing: one program that exercises
-call_soon, call_at, call_later and the run loop (order, arguments, contexts, cancellation,
-errors reported, SystemExit propagated, debug mode, a handle subclass with its own _run) runs
+call_soon, call_at, call_later, get_debug, the cancelled-timer count and the run loop (order,
+arguments, contexts, cancellation, errors reported, SystemExit propagated, debug mode, set by
+set_debug or directly, a handle subclass with its own _run) runs
 in a fresh interpreter each way and must print the same lines. ``make test`` also runs the
 runtime's test files with COROSCOPE_PURE_PYTHON=1, so both are tested."""
 from __future__ import annotations
@@ -65,6 +66,13 @@ def main():
     seen.append(["debug handle traceback", h._source_traceback is not None])
     loop.run_until_complete(asyncio.sleep(0.001))
     loop.set_debug(False)
+    timers = [loop.call_later(100, print) for _ in range(3)]
+    timers[0].cancel(); timers[0].cancel(); timers[1].cancel()
+    seen.append(["cancelled, counted once each", loop._timer_cancelled_count, loop.get_debug()])
+    loop._debug = True  # asyncio's attribute set directly: get_debug and call_soon see it
+    seen.append(["debug set directly", loop.get_debug(),
+                 loop.call_soon(lambda: None)._source_traceback is not None])
+    loop._debug = False
     async def task():
         await asyncio.sleep(0.001)
         return var.get()
@@ -112,5 +120,7 @@ def test_both_paths_behave_the_same():
     # SystemExit leaves the loop at once: the next handle runs in the next run, not before
     assert pure["seen"].index(["SystemExit", 3]) < pure["seen"].index("after exit")
     assert pure["seen"].count("Event loop is closed") == 3
+    assert ["cancelled, counted once each", 2, False] in pure["seen"]
+    assert ["debug set directly", True, True] in pure["seen"]
     assert {k: v for k, v in accelerated.items() if k != "compiled"} == \
         {k: v for k, v in pure.items() if k != "compiled"}
