@@ -295,7 +295,13 @@ def measure_bpf(*, pid: int | None, cmd: list[str] | None, duration: float | Non
             launched.proc.wait()
         raise CoroscopeError(f"eBPF program failed to load: {str(exc).splitlines()[0] if str(exc) else exc!r}")
     raw = RawCounts(backend="bpf", by=eff_by)
-    tick = (lambda: window.poll(counter)) if eff_by != THREAD else (lambda: window.poll())
+    poll = (lambda: window.poll(counter)) if eff_by != THREAD else (lambda: window.poll())
+
+    version = PythonVersion()
+
+    def tick() -> None:
+        poll()
+        version.learn(raw, pid, window)
     t0 = time.monotonic()
     try:
         if launched:
@@ -330,6 +336,22 @@ def measure_bpf(*, pid: int | None, cmd: list[str] | None, duration: float | Non
         relabel_threads(raw)
     name_threads(raw, pid)
     return raw, pid
+
+
+class PythonVersion:
+    """The target's CPython version, read once it runs Python (its probe file is there, or it
+    was running when we attached): the hints that depend on the version need it. One try: the
+    read walks the target's maps and symbols."""
+
+    def __init__(self) -> None:
+        self.tried = False
+
+    def learn(self, raw: RawCounts, pid: int, window: Window) -> None:
+        if not self.tried and pid and (window.view is not None or window.opened_late):
+            from ..backtrace.reader import python_version
+
+            self.tried = True
+            raw.python = python_version(pid)
 
 
 def relabel_threads(raw: RawCounts) -> None:
@@ -384,7 +406,9 @@ def measure_ptrace(*, pid: int | None, cmd: list[str] | None, duration: float | 
             done = session.exited
         else:
             done = lambda: not alive(target_pid, ticks) or session.exited()  # noqa: E731
-        ended = _wait_loop(None if duration is None else t0 + duration, done, window.poll)
+        version = PythonVersion()
+        ended = _wait_loop(None if duration is None else t0 + duration, done,
+                           lambda: (window.poll(), version.learn(raw, target_pid, window)))
     else:
         ended = True
     raw.duration_s = time.monotonic() - t0
