@@ -50,12 +50,15 @@ class Output:
         self.file.close()
 
 
-def failure_note(what: str, status: int | None, lines: list[str], after_s: float | None = None) -> str:
-    """One note for a command that ended on its own with a failure, with its last lines."""
-    how = (f"was killed by {signal.Signals(-status).name}" if status is not None and status < 0
-           else f"exited with status {status}")
+def failure_note(what: str, status: int | None, lines: list[str] | None, after_s: float | None = None) -> str:
+    """One note for a command that ended on its own with a failure, with its last lines (none
+    given: the first line alone)."""
+    how = (f"was killed by signal {-status} ({signal.Signals(-status).name})"
+           if status is not None and status < 0 else f"exited with status {status}")
     when = f" after {after_s:.1f} s" if after_s is not None else ""
-    shown = "; its last lines:\n" + "\n".join(f"  | {line}" for line in lines) if lines else \
+    if lines is None:
+        return f"{what} {how}{when}"
+    shown = ("; its last lines:\n" + "\n".join(f"  | {line}" for line in lines)) if lines else \
         " and printed nothing"
     return f"{what} {how}{when}{shown}"
 
