@@ -294,6 +294,8 @@ def measure_bpf(*, pid: int | None, cmd: list[str] | None, duration: float | Non
             notify(note)
             notes.append(note)
             eff_by = THREAD
+    raw = RawCounts(backend="bpf", by=eff_by)
+    version = PythonVersion(raw, pid, running=launched is None)
     try:
         counter = BpfCounter(BpfOptions(tgid=pid, by=eff_by))
     except Exception as exc:
@@ -301,14 +303,12 @@ def measure_bpf(*, pid: int | None, cmd: list[str] | None, duration: float | Non
             launched.proc.kill()
             launched.close()
         raise CoroscopeError(f"eBPF program failed to load: {str(exc).splitlines()[0] if str(exc) else exc!r}")
-    raw = RawCounts(backend="bpf", by=eff_by)
     poll = (lambda: window.poll(counter)) if eff_by != THREAD else (lambda: window.poll())
-
-    version = PythonVersion()
 
     def tick() -> None:
         poll()
-        version.learn(raw, pid, window)
+        version.learn(window)
+
     t0 = time.monotonic()
     try:
         if launched:
@@ -349,19 +349,25 @@ def measure_bpf(*, pid: int | None, cmd: list[str] | None, duration: float | Non
 
 
 class PythonVersion:
-    """The target's CPython version, read once it runs Python (its probe file is there, or it
-    was running when we attached): the hints that depend on the version need it. One try: the
-    read walks the target's maps and symbols."""
+    """The target's CPython version, for the hints that depend on it: read at once for a process
+    that already runs (so the window does not start later for it), or once the command we
+    started runs Python (its probe file is there). One try: the read walks maps and symbols."""
 
-    def __init__(self) -> None:
-        self.tried = False
+    def __init__(self, raw: RawCounts, pid: int, *, running: bool) -> None:
+        self.raw, self.pid, self.tried = raw, pid, False
+        if running:
+            self._read()
 
-    def learn(self, raw: RawCounts, pid: int, window: Window) -> None:
-        if not self.tried and pid and (window.view is not None or window.opened_late):
-            from ..backtrace.reader import python_version
+    def _read(self) -> None:
+        from ..backtrace.reader import python_version
 
-            self.tried = True
-            raw.python = python_version(pid)
+        self.tried = True
+        if self.pid:
+            self.raw.python = python_version(self.pid)
+
+    def learn(self, window: Window) -> None:
+        if not self.tried and window.view is not None:
+            self._read()
 
 
 def relabel_threads(raw: RawCounts) -> None:
@@ -417,9 +423,9 @@ def measure_ptrace(*, pid: int | None, cmd: list[str] | None, duration: float | 
             done = session.exited
         else:
             done = lambda: not alive(target_pid, ticks) or session.exited()  # noqa: E731
-        version = PythonVersion()
+        version = PythonVersion(raw, target_pid, running=cmd is None)
         ended = _wait_loop(None if duration is None else t0 + duration, done,
-                           lambda: (window.poll(), version.learn(raw, target_pid, window)))
+                           lambda: (window.poll(), version.learn(window)))
     else:
         ended = True
     raw.duration_s = time.monotonic() - t0
