@@ -473,7 +473,8 @@ def _first_child(pid: int) -> int | None:
         own = Path(f"/proc/{pid}/cmdline").read_bytes()
         for tid in os.listdir(f"/proc/{pid}/task"):
             for kid in Path(f"/proc/{pid}/task/{tid}/children").read_text().split():
-                if Path(f"/proc/{kid}/cmdline").read_bytes() != own:
+                line = Path(f"/proc/{kid}/cmdline").read_bytes()
+                if line and line != own:      # empty: between fork and exec, not the command yet
                     return int(kid)
     except OSError:
         return None
