@@ -6,7 +6,8 @@ may enter (a clone in root's home, 0700 by default), nor the virtual environment
 from there, ``python -m diag.cli`` fails with "No module named 'diag'". So the test runs a copy:
 the project's packages and the libraries the CLI imports (found by importing its modules, not
 listed by hand), in a fresh temporary directory nobody may read (0755 down to every file) and
-which is removed afterwards, with an interpreter of the same version that nobody can run.
+which is removed afterwards, with an interpreter nobody can run that imports the copy (this
+one's version when there is one).
 
 Without root or setpriv, or with no interpreter nobody can run, the test skips with the reason;
 under CI=true it fails instead (``tests.capabilities.unavailable``).
@@ -49,7 +50,7 @@ print("\\n".join(sorted(tops)))
 @dataclass
 class OtherUser:
     home: Path         # the copy: src/ (the project), site/ (its libraries), work/ (nobody's own, 0700)
-    python: str        # an interpreter nobody can run, of this interpreter's version
+    python: str        # an interpreter nobody can run, that imports the copy
     uid: int = NOBODY
 
     @property
@@ -96,26 +97,33 @@ def _open_to_all(top: Path) -> None:
                 os.chmod(path, 0o755 if os.stat(path).st_mode & 0o100 else 0o644)
 
 
-def _runs_as(uid: int, python: str, cwd: Path) -> bool:
-    want = "%d.%d" % sys.version_info[:2]
+def _runs_the_copy(uid: int, python: str, home: Path, modules: tuple[str, ...]) -> bool:
+    """The user can run ``python``, it may run itself (the CLI checks a command with
+    shutil.which), and it imports the CLI's modules from the copy."""
+    check = ("import importlib, os, sys\n"
+             "assert os.access(sys.executable, os.X_OK), sys.executable\n"
+             "for name in sys.argv[1:]:\n    importlib.import_module(name)\n")
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+           "PYTHONPATH": os.pathsep.join([str(home / "src"), str(home / "site")])}
     try:
-        # it runs, and says it may run itself (the CLI checks a command with shutil.which)
-        r = run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", python, "-S", "-c",
-                 "import os, sys; print('%d.%d' % sys.version_info[:2], os.access(sys.executable, os.X_OK))"],
-                timeout=30, cwd=cwd,
-                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+        r = run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", python, "-c", check,
+                 *modules], timeout=60, cwd=home / "src", env=env)
     except (OSError, subprocess.TimeoutExpired):
         return False
-    return r.returncode == 0 and r.stdout.split() == [want, "True"]
+    return r.returncode == 0
 
 
-def _interpreter(uid: int, cwd: Path) -> str | None:
-    """This interpreter, if the user can run it, else a system one of the same version."""
+def _interpreter(uid: int, home: Path, modules: tuple[str, ...]) -> str | None:
+    """This interpreter if the user can run it with the copy, else a system one of the same
+    version, else a system one of another version that imports the copy as well (what these
+    tests check does not depend on the version: pyenv's 3.12 and 3.13 under root's 0700 home
+    cannot load their libpython as another user)."""
     ver = "%d.%d" % sys.version_info[:2]
     candidates = [getattr(sys, "_base_executable", "") or "", os.path.realpath(sys.executable),
-                  f"/usr/bin/python{ver}", f"/usr/local/bin/python{ver}"]
+                  f"/usr/bin/python{ver}", f"/usr/local/bin/python{ver}",
+                  *sorted(str(p) for p in Path("/usr/bin").glob("python3.1[0-9]")), "/usr/bin/python3"]
     for python in dict.fromkeys(c for c in candidates if c and os.path.exists(c)):
-        if _runs_as(uid, python, cwd):
+        if _runs_the_copy(uid, python, home, modules):
             return python
     return None
 
@@ -146,9 +154,9 @@ def other_user(uid: int = NOBODY, modules: tuple[str, ...] = CLI_MODULES):
         _open_to_all(home)
         (home / "work").mkdir(mode=0o700)
         os.chown(home / "work", uid, uid)
-        python = _interpreter(uid, home)
+        python = _interpreter(uid, home, modules)
         if python is None:
-            unavailable(f"no CPython {sys.version_info[0]}.{sys.version_info[1]} that uid {uid} may run "
+            unavailable(f"no CPython that uid {uid} may run and that imports coroscope's CLI "
                         f"(this one is {os.path.realpath(sys.executable)})")
         yield OtherUser(home, python, uid)
     finally:
