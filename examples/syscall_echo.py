@@ -48,8 +48,9 @@ async def serve(args) -> None:
 
 
 class Pinger(asyncio.Protocol):
-    def __init__(self, state):
+    def __init__(self, state, think: float = 0.0):
         self.state = state
+        self.think = think
 
     def connection_made(self, transport):
         self.transport = transport
@@ -62,18 +63,21 @@ class Pinger(asyncio.Protocol):
             self.state["done"] += 1
             if self.state["running"]:
                 self.pending = len(MESSAGE)
-                self.transport.write(MESSAGE)
+                if self.think:
+                    asyncio.get_running_loop().call_later(self.think, self.transport.write, MESSAGE)
+                else:
+                    self.transport.write(MESSAGE)
 
 
-async def load(port: int, connections: int, seconds: float) -> None:
+async def load(port: int, connections: int, seconds: float, think: float = 0.0) -> None:
     loop = asyncio.get_running_loop()
     state = {"done": 0, "running": True}
     cpu0, t0 = time.process_time(), time.monotonic()
-    transports = [(await loop.create_connection(lambda: Pinger(state), "127.0.0.1", port))[0]
+    transports = [(await loop.create_connection(lambda: Pinger(state, think), "127.0.0.1", port))[0]
                   for _ in range(connections)]
     await asyncio.sleep(seconds)
     state["running"] = False
-    await asyncio.sleep(0.05)                       # replies in flight come back
+    await asyncio.sleep(0.05 + think)               # replies in flight come back
     elapsed, cpu = time.monotonic() - t0, time.process_time() - cpu0
     for t in transports:
         t.close()
@@ -87,6 +91,8 @@ def parse(argv=None):
     p.add_argument("--start-delay", type=float, default=0.3)
     p.add_argument("--loop", choices=("asyncio", "uvloop", "runtime"), default=None)
     p.add_argument("--client", type=int, metavar="PORT", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--think-ms", type=float, default=0.0,
+                   help="the client waits this long after each reply before the next message")
     return p.parse_args(argv)
 
 
@@ -95,9 +101,9 @@ if __name__ == "__main__":
     if args.client is not None:
         try:
             import uvloop
-            uvloop.run(load(args.client, args.connections, args.seconds))
+            uvloop.run(load(args.client, args.connections, args.seconds, args.think_ms / 1000))
         except ImportError:
-            asyncio.run(load(args.client, args.connections, args.seconds))
+            asyncio.run(load(args.client, args.connections, args.seconds, args.think_ms / 1000))
         sys.exit(0)
     if args.loop == "runtime":
         import runtime

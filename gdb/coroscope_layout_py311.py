@@ -157,4 +157,9 @@ CONSTANTS = {
     "ASYNCIO_TASK_SOURCE": "module-sets",
     "ASYNCIO_TASK_WEAKSETS": ("_all_tasks",),
     "ASYNCIO_TASK_SETS": (),
+    # Modules/_asynciomodule.c get_running_loop(): the running-loop holder keeps the pid that set
+    # it and every call compares it with getpid() (a forked child must not see its parent's
+    # loop), so each asyncio.get_running_loop() -- asyncio.sleep, create_task, wait_for and the
+    # frameworks' own calls -- is one getpid syscall.
+    "GET_RUNNING_LOOP_GETPID": True,
 }

@@ -175,4 +175,6 @@ CONSTANTS = {
     "ASYNCIO_TASK_SOURCE": "module-sets",
     "ASYNCIO_TASK_WEAKSETS": ("_scheduled_tasks",),
     "ASYNCIO_TASK_SETS": ("_eager_tasks",),
+    # 3.12 keeps the running loop in the thread state and resets it at fork: no getpid per call.
+    "GET_RUNNING_LOOP_GETPID": False,
 }

@@ -171,6 +171,7 @@ CONSTANTS = {
     "ASYNCIO_TASK_SOURCE": "module-sets",
     "ASYNCIO_TASK_WEAKSETS": ("_scheduled_tasks",),
     "ASYNCIO_TASK_SETS": ("_eager_tasks",),
+    "GET_RUNNING_LOOP_GETPID": False,
 }
 
 # Include/internal/pycore_runtime.h: struct _Py_DebugOffsets after its 8-byte cookie, every

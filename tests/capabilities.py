@@ -82,9 +82,14 @@ def require(*names: str) -> None:
     for name in names:
         reason = _check(name)
         if reason is not None:
-            if IN_CI:
-                pytest.fail(f"CI=true and a required capability is missing: {reason}")
-            pytest.skip(reason)
+            unavailable(reason)
+
+
+def unavailable(reason: str) -> None:
+    """What a test needs is not here: skip with the reason, or fail under CI=true."""
+    if IN_CI:
+        pytest.fail(f"CI=true and a required capability is missing: {reason}")
+    pytest.skip(reason)
 
 
 def run(cmd: list[str], timeout: float = 60, **kw) -> subprocess.CompletedProcess:

@@ -87,3 +87,36 @@ def test_uninstall_restores_and_env_hook(monkeypatch):
     finally:
         fdtrack.uninstall()
     assert (os.open, builtins.open, os.pipe, select.epoll, socket.socket.__init__) == original
+
+
+def test_stacks_stop_at_the_users_code(tracking):
+    """An fd the runtime opens for the user (its loop's epoll and eventfd) has a stack of the
+    user's frames only: coroscope's (runtime/, diag/) are left out, the site is the user's line."""
+    import runtime
+    from diag.fds.fdtrack import _DIAG_DIR, _RUNTIME_DIR
+
+    line = _here() + 1
+    loop = runtime.new_event_loop()
+    try:
+        made = {fd: origin for fd, (kind, origin) in fdtrack.fd_origins().items()
+                if kind in ("epoll", "eventfd") and origin.stack
+                and origin.site.function == "test_stacks_stop_at_the_users_code"}
+        assert len(made) >= 2, fdtrack.fd_origins()
+        for origin in made.values():
+            files = [f.file for f in origin.stack]
+            assert not [f for f in files if f.startswith((_DIAG_DIR, _RUNTIME_DIR))], files
+            assert (origin.site.file, origin.site.line) == (__file__, line)
+            # what is left before the user's line is asyncio's (the runtime's base classes)
+            inner = files[:files.index(__file__)]
+            assert all(f.startswith(os.path.dirname(os.__file__)) for f in inner), inner
+    finally:
+        loop.close()
+
+
+def test_a_stack_of_coroscope_frames_alone_is_kept():
+    from diag.fds.fdtrack import _RUNTIME_DIR, users_frames
+    from diag.model.fds import Frame
+    own = [Frame(_RUNTIME_DIR + "loop.py", 10, "f"), Frame(_RUNTIME_DIR + "poller.py", 20, "g")]
+    user = Frame("/srv/app/main.py", 5, "main")
+    assert users_frames(own) == own
+    assert users_frames([own[0], user, own[1]]) == [user]

@@ -148,8 +148,13 @@ def test_no_such_process():
         scan(proc.pid)
 
 
-def _in_unprivileged_child(func) -> tuple[int, str]:
-    """Run func() in a forked child that dropped root (uid 65534); returns (exit status, its stderr)."""
+def _in_unprivileged_child(func, preload: tuple[str, ...] = ()) -> tuple[int, str]:
+    """Run func() in a forked child that dropped root (uid 65534); returns (exit status, its stderr).
+
+    ``preload``: modules imported before root is dropped. The checkout, the virtual environment
+    or the interpreter's own library may sit where uid 65534 cannot read (a clone inside a 0700
+    home); what was imported before the fork, or here, is all the child can use."""
+    import importlib
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # child
@@ -157,6 +162,8 @@ def _in_unprivileged_child(func) -> tuple[int, str]:
             os.close(r)
             os.dup2(w, 2)
             sys.stderr = open(2, "w", closefd=False)
+            for name in preload:
+                importlib.import_module(name)
             os.setgid(65534)
             os.setuid(65534)
             code = func()
@@ -170,6 +177,11 @@ def _in_unprivileged_child(func) -> tuple[int, str]:
         err = f.read()
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status), err
+
+
+# what `coroscope fds --pid` imports on its way to the permission error
+CLI_FDS_MODULES = ("diag.cli", "diag.fds.command_fds", "diag.fds.inventory", "diag.fds.render",
+                   "diag.fds.probe_origins", "diag.probe", "diag.workers", "asyncio")
 
 
 def test_another_users_process_without_permission():
@@ -194,6 +206,6 @@ def test_another_users_process_without_permission():
         from diag.cli import main
         return main(["fds", "--pid", str(target)])
 
-    code, err = _in_unprivileged_child(cli)
+    code, err = _in_unprivileged_child(cli, preload=CLI_FDS_MODULES)
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("coroscope: error: permission denied reading")

@@ -95,6 +95,73 @@ def test_no_churn_hint_without_churn_and_other_patterns():
     assert {"re-registration", "small-reads", "eagain-storm"} <= patterns
 
 
+def _reads(requests: int, *, reads: int, eagain: int, epoll_ctl: int = 0, getpid: int = 0,
+           python: tuple[int, int] | None = (3, 11)):
+    """A report of ``requests`` requests whose loop made these calls (reads of 64 bytes)."""
+    raw = _raw({"sendto": 1}, requests, loop={"recvfrom": reads, "epoll_ctl": epoll_ctl, "getpid": getpid})
+    cell = raw.cells[(LOOP, 0)]["recvfrom"]
+    cell.returned, cell.errors = 64 * (reads - eagain), ({11: eagain} if eagain else {})
+    raw.python = python
+    return build_report(raw, target="t", pid=1)
+
+
+def _hint(report, pattern: str):
+    found = [h for h in report.hints if h.pattern == pattern]
+    return found[0] if found else None
+
+
+def test_every_threshold_is_in_the_one_table():
+    from diag.syscalls import hints
+    assert hints.THRESHOLDS["re-registration"]["epoll_ctl per request"] == 0.25
+    assert hints.THRESHOLDS["eagain-storm"]["share of reads failing with EAGAIN"] == 0.20
+    text = open(hints.__file__).read()
+    body = text[text.index("def find_hints"):]
+    # the rules read their numbers from the table, never from a literal of their own
+    assert "_at(" in body and not [line for line in body.splitlines()
+                                   if ">= 0." in line or "< 0." in line or ">= 1" in line]
+
+
+def test_re_registration_fires_at_a_quarter_epoll_ctl_per_request_and_names_the_code():
+    # 100 requests, reads that never fail: only the per-request measure can fire
+    assert _hint(_reads(100, reads=100, eagain=0, epoll_ctl=24), "re-registration") is None
+    hint = _hint(_reads(100, reads=100, eagain=0, epoll_ctl=25), "re-registration")
+    assert hint is not None and hint.message.startswith("0.25 epoll_ctl per request (25 over 100 requests")
+    assert "loop.sock_recv / loop.sock_sendall" in hint.message and "add_reader" in hint.message
+    assert "pause_reading / resume_reading" in hint.message and "Protocol" in hint.message
+
+
+def test_re_registration_fires_on_the_pairing_with_failed_reads_whatever_the_rate():
+    # a sock_recv server whose client was fast: 1 read in 10 blocked, each with an ADD and a DEL
+    hint = _hint(_reads(1000, reads=1100, eagain=100, epoll_ctl=200), "re-registration")
+    assert hint is not None, "0.20 epoll_ctl per request, but 2 for every failed read"
+    assert "100 reads failed with EAGAIN" in hint.message and "2.00 epoll_ctl for each" in hint.message
+    # failed reads without registrations (a loop that keeps them): silent
+    assert _hint(_reads(1000, reads=1100, eagain=100, epoll_ctl=20), "re-registration") is None
+    # a handful of failed reads (under 1 in 100 requests) is not the pattern
+    assert _hint(_reads(1000, reads=1005, eagain=5, epoll_ctl=10), "re-registration") is None
+
+
+def test_eagain_storm_fires_at_a_fifth_of_reads_failing():
+    assert _hint(_reads(100, reads=100, eagain=19), "eagain-storm") is None
+    hint = _hint(_reads(100, reads=100, eagain=20), "eagain-storm")
+    assert hint is not None and hint.message.startswith("20% of reads failed with EAGAIN (20 of 100: recvfrom 20 of 100")
+    assert "loop.sock_recv" in hint.message and "data_received" in hint.message
+
+
+def test_getpid_hint_only_where_the_version_table_says_get_running_loop_calls_getpid():
+    from diag.backtrace.reader import version_fact
+    assert version_fact((3, 11), "GET_RUNNING_LOOP_GETPID") is True
+    assert version_fact((3, 12), "GET_RUNNING_LOOP_GETPID") is False
+    assert version_fact((3, 13), "GET_RUNNING_LOOP_GETPID") is False
+    hint = _hint(_reads(100, reads=100, eagain=0, getpid=180), "getpid-per-get-running-loop")
+    assert hint is not None and hint.message.startswith("1.80 getpid per request (180 over 100 requests) on CPython 3.11")
+    assert "asyncio.get_running_loop()" in hint.message and "3.12" in hint.message
+    for python in ((3, 12), (3, 13), None):      # no such call there, or the version unknown
+        assert _hint(_reads(100, reads=100, eagain=0, getpid=180, python=python),
+                     "getpid-per-get-running-loop") is None
+    assert _hint(_reads(100, reads=100, eagain=0, getpid=49), "getpid-per-get-running-loop") is None
+
+
 STRACE_SAMPLE = """\
 101 getppid()                           = 100 <0.000010>
 101 read(3, ""..., 262144)              = 64 <0.000020>

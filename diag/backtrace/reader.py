@@ -330,3 +330,31 @@ def _unsupported_by_name(pid: int) -> str:
             return (f"CPython {m.group(1)}.{m.group(2)} is not supported "
                     f"(supported: {_layouts.supported_text()})")
     return f"not CPython 3.11 or later (supported: {_layouts.supported_text()})"
+
+
+def python_version(pid: int) -> tuple[int, int] | None:
+    """(major, minor) of the CPython a live process runs, from its Py_Version; None when it
+    cannot be told (not CPython 3.11+, gone, or not ours to read). Reads memory only."""
+    try:
+        found = symbols.find(pid)
+        if "Py_Version" not in found:
+            return None
+        memory = ProcessMemory(pid)
+        try:
+            hexversion = memory.u32(found["Py_Version"])
+        finally:
+            memory.close()
+    except (OSError, CoroscopeError, Unreadable):
+        return None
+    return hexversion >> 24, (hexversion >> 16) & 0xFF
+
+
+def version_fact(version: tuple[int, int] | None, name: str):
+    """A constant of the layout table of ``version`` (``GET_RUNNING_LOOP_GETPID``...), None when
+    the version is unknown or has no table: the one place a version's facts are looked up."""
+    if version is None:
+        return None
+    try:
+        return _layouts.table_for(tuple(version)).CONSTANTS.get(name)
+    except _layouts.UnsupportedVersion:
+        return None

@@ -65,8 +65,12 @@ _SITE_MARK = os.sep + "site-packages" + os.sep
 _OWN_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _PLUGIN = os.path.join(os.path.dirname(_OWN_DIR.rstrip(os.sep)), "pytest_plugin.py")
 # coroscope's runtime is machinery like asyncio: a loop's fds and tasks are charged to the user
-# code that made the loop or asked for the task (the runtime frames stay in the stack)
+# code that made the loop or asked for the task
 _RUNTIME_DIR = os.path.join(os.path.dirname(os.path.dirname(_OWN_DIR.rstrip(os.sep))), "runtime") + os.sep
+_DIAG_DIR = os.path.dirname(_OWN_DIR.rstrip(os.sep)) + os.sep
+# coroscope's own frames are left out of every stack shown (this tracker, the leak plugin and
+# runner, the runtime, `coroscope run`'s launcher): a stack stops at the user's code
+_COROSCOPE_DIRS = (_DIAG_DIR, _RUNTIME_DIR)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,8 +90,19 @@ def _raw_stack(skip: int = 2) -> tuple:
 
 
 def _frames(raw: tuple) -> list[Frame]:
-    return [Frame(file=code.co_filename, line=line or 0, function=code.co_name)
-            for code, line in raw if code.co_filename != _OWN_FILE]
+    return users_frames([Frame(file=code.co_filename, line=line or 0, function=code.co_name)
+                         for code, line in raw if code.co_filename != _OWN_FILE])
+
+
+def is_coroscope_frame(file: str) -> bool:
+    return file.startswith(_COROSCOPE_DIRS)
+
+
+def users_frames(stack: list[Frame]) -> list[Frame]:
+    """The stack without coroscope's own frames (runtime/, diag/). One made of nothing else is
+    kept whole: it is then the only word on where the fd came from."""
+    mine = [f for f in stack if not is_coroscope_frame(f.file)]
+    return mine or stack
 
 
 def is_library_frame(file: str) -> bool:

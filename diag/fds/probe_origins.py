@@ -10,7 +10,7 @@ from __future__ import annotations
 from diag.errors import CoroscopeError
 from diag.model.fds import Frame, Origin
 
-from .fdtrack import site_of
+from .fdtrack import site_of, users_frames
 
 # probe kinds that say nothing about what the fd is now: accept whatever it is
 _ANY_KIND = {"unknown", "other"}
@@ -27,7 +27,7 @@ def parse_stack(text: str) -> list[Frame]:
             frames.append(Frame(file=file, line=int(lineno), function=function))
         except ValueError:
             frames.append(Frame(file=where, line=0, function=function))
-    return [f for f in frames if not f.file.endswith("diag/fds/fdtrack.py")]
+    return users_frames([f for f in frames if not f.file.endswith("diag/fds/fdtrack.py")])
 
 
 def probe_origins(pid: int, fds: list[int] | None = None) -> tuple[dict[int, tuple[str, Origin]], str | None]:

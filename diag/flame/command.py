@@ -25,6 +25,7 @@ from pathlib import Path
 from diag.errors import CoroscopeError, TargetGone
 from diag.model.base import write_bytes_atomic, write_json_atomic, write_text_atomic
 from diag.model.flame import MODES, FlameProfile
+from diag.started import Output, failed, failure_note, stop_process
 
 from . import fold, formats, pyspy
 from .sampler import (ENV_MODE, ENV_PATH, ENV_RATE, SamplerData, SamplerFileError,
@@ -208,9 +209,12 @@ def _profile_command(args, backend: str) -> tuple[FlameProfile, str | None]:
             env[ENV_PATH] = os.path.join(tmp, "sampler-{pid}.txt")
             env[ENV_RATE] = f"{args.rate:g}"
             env[ENV_MODE] = "await" if args.mode == "await" else args.mode
+        output = Output()
         try:
-            child = subprocess.Popen(cmd, env=env)
+            child = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=output.fileno(),
+                                     stderr=output.fileno(), start_new_session=True)
         except OSError as exc:
+            output.close()
             raise CoroscopeError(f"cannot run {cmd[0]}: {exc.strerror}") from None
         start = time.monotonic()
         stopped_by_us = False
@@ -235,8 +239,11 @@ def _profile_command(args, backend: str) -> tuple[FlameProfile, str | None]:
                 _stop_child(child)
         except BaseException:
             _stop_child(child)
+            output.close()
             raise
         status = child.wait()
+        last_lines = output.tail()
+        output.close()
         if backend == "py-spy":
             profile = fold.profile_from_collapsed(
                 res.stacks, args.mode, "py-spy", args.keep_loop_frames, rate_hz=args.rate,
@@ -250,11 +257,12 @@ def _profile_command(args, backend: str) -> tuple[FlameProfile, str | None]:
             profile = _from_sampler(_read_sampler(path, wait=0.0), args, target)
             profile.duration_s = round(elapsed, 3)
     problem = None
-    if not stopped_by_us and status != 0:
+    if not stopped_by_us and failed(status):
         profile.complete = False
-        how = f"was killed by signal {-status}" if status < 0 else f"exited with status {status}"
-        problem = f"{cmd[0]} {how} after {elapsed:.1f} s"
-        profile.notes.append(problem)
+        problem = failure_note(cmd[0], status, None, elapsed)
+        profile.notes.append(failure_note(cmd[0], status, last_lines, elapsed))
+        if last_lines:
+            print(failure_note(cmd[0], status, last_lines, elapsed), file=sys.stderr)
     return profile, problem
 
 
@@ -334,19 +342,13 @@ def _wait_for_interpreter(child: subprocess.Popen, timeout: float = 5.0) -> None
         time.sleep(0.02)
 
 
+# the sampler writes its file at exit: more grace for SIGINT than diag.started's default
+FLAME_STOP_SIGNALS = ((signal.SIGINT, 5.0), (signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0))
+
+
 def _stop_child(child: subprocess.Popen) -> None:
     """SIGINT (so the program and the sampler's exit flush run), then SIGTERM, then SIGKILL."""
-    for sig, wait in ((signal.SIGINT, 5.0), (signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
-        if child.poll() is not None:
-            return
-        try:
-            child.send_signal(sig)
-        except ProcessLookupError:
-            return
-        try:
-            child.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            continue
+    stop_process(child, FLAME_STOP_SIGNALS)
 
 
 # ------------------------------------------------------------------ output

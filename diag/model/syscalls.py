@@ -70,7 +70,8 @@ class BucketRow:
 
 @dataclass
 class Hint:
-    pattern: str     # "allocation-churn", "re-registration", "small-reads", "eagain-storm", "small-poll-batches"
+    pattern: str     # "allocation-churn", "re-registration", "small-reads", "eagain-storm",
+                     # "small-poll-batches", "getpid-per-get-running-loop" (diag.syscalls.hints)
     message: str     # one sentence: the numbers, then the cause, then what to do
 
 
@@ -118,3 +119,4 @@ class SyscallReport:
     notes: list[str] = field(default_factory=list)  # fallbacks taken, target exited early, ...
     by_route: list[RouteCost] = field(default_factory=list)  # per request name, most requests first
     complete: bool = True        # False when the target exited before the window ended
+    python: str | None = None    # the target's CPython version ("3.11") when it could be read

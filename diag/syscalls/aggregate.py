@@ -152,6 +152,7 @@ def build_report(raw: RawCounts, *, target: str, pid: int | None, loop: str | No
         cannot_attribute=raw.cannot_attribute,
         notes=list(raw.notes),
         complete=raw.complete,
+        python=f"{raw.python[0]}.{raw.python[1]}" if raw.python else None,
     )
     if per_request is not None:
         report.by_route = route_costs(raw)

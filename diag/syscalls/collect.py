@@ -12,7 +12,6 @@ the ptrace backend; no probe file -> per-thread counts.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import CoroscopeError, TargetGone
+from ..started import Output, failed, failure_note, stop_pid, stop_process
 from ..procfs import python_process
 from ..model.syscalls import SyscallReport
 from .aggregate import build_report
@@ -110,6 +110,8 @@ def thread_name(pid: int, tid: int) -> str:
 class Launched:
     proc: subprocess.Popen
     gate_w: int | None      # write end of the gate pipe, None once opened
+    output: Output          # its stdout and stderr, out of the report (diag.started)
+    stopped: bool = False   # we asked it to end (its exit status is then not a failure)
 
     @property
     def pid(self) -> int:
@@ -135,30 +137,35 @@ class Launched:
             os.close(self.gate_w)
             self.gate_w = None
 
-    def stop(self, grace: float = 3.0) -> None:
-        """End the command we started (used only when --duration ends before it does)."""
+    def stop(self) -> None:
+        """End the command we started (SIGINT, SIGTERM, SIGKILL, each with grace)."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                self.proc.terminate()
-                try:
-                    self.proc.wait(timeout=grace)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
+            self.stopped = True
+        stop_process(self.proc)
+
+    def failure(self, after_s: float | None) -> str | None:
+        """A note with its last lines if it ended on its own with a failure, else None."""
+        status = self.proc.poll()
+        if self.stopped or not failed(status):
+            return None
+        return failure_note("the command", status, self.output.tail(), after_s)
+
+    def close(self) -> None:
+        self.stop()
+        self.output.close()
 
 
 def launch_gated(cmd: list[str], env: dict[str, str]) -> Launched:
     import shutil
 
     exe = shutil.which(cmd[0]) or cmd[0]     # one execve, not one per PATH entry
+    output = Output()
     r, w = os.pipe()
     proc = subprocess.Popen([sys.executable, "-S", "-E", "-c", _GATE, str(r), exe, *cmd[1:]],
-                            env=env, pass_fds=(r,))
+                            env=env, pass_fds=(r,), stdin=subprocess.DEVNULL, stdout=output.fileno(),
+                            stderr=output.fileno(), start_new_session=True)
     os.close(r)
-    return Launched(proc, w)
+    return Launched(proc, w, output)
 
 
 def target_env(loop: str | None) -> dict[str, str]:
@@ -287,15 +294,21 @@ def measure_bpf(*, pid: int | None, cmd: list[str] | None, duration: float | Non
             notify(note)
             notes.append(note)
             eff_by = THREAD
+    raw = RawCounts(backend="bpf", by=eff_by)
+    version = PythonVersion(raw, pid, running=launched is None)
     try:
         counter = BpfCounter(BpfOptions(tgid=pid, by=eff_by))
     except Exception as exc:
         if launched:
             launched.proc.kill()
-            launched.proc.wait()
+            launched.close()
         raise CoroscopeError(f"eBPF program failed to load: {str(exc).splitlines()[0] if str(exc) else exc!r}")
-    raw = RawCounts(backend="bpf", by=eff_by)
-    tick = (lambda: window.poll(counter)) if eff_by != THREAD else (lambda: window.poll())
+    poll = (lambda: window.poll(counter)) if eff_by != THREAD else (lambda: window.poll())
+
+    def tick() -> None:
+        poll()
+        version.learn(window)
+
     t0 = time.monotonic()
     try:
         if launched:
@@ -309,19 +322,22 @@ def measure_bpf(*, pid: int | None, cmd: list[str] | None, duration: float | Non
             done = lambda: not alive(pid, ticks)  # noqa: E731
         ended = _wait_loop(None if duration is None else t0 + duration, done, tick)
         raw.duration_s = time.monotonic() - t0
+        counter.read(raw)          # the window ends here: what a command does once asked to end is not in it
+        window.fill(raw)
         if launched and not ended:
             launched.stop()
+        if launched and launched.failure(raw.duration_s):
+            notes.append(launched.failure(raw.duration_s))
+            notify(notes[-1])
         if ended and launched is None:
             raw.complete = False
             notes.append(f"pid {pid} exited after {raw.duration_s:.1f} s: the report covers what was counted until then")
             notify(notes[-1])
-        counter.read(raw)
-        window.fill(raw)
     finally:
         counter.close()
         window.close()
         if launched:
-            launched.stop()
+            launched.close()
     if eff_by != THREAD and window.view is None:
         # The target never published a probe file: its calls are all on "unattributed" threads.
         note = "the target published no probe file (not a traced Python program?); counting per thread"
@@ -330,6 +346,28 @@ def measure_bpf(*, pid: int | None, cmd: list[str] | None, duration: float | Non
         relabel_threads(raw)
     name_threads(raw, pid)
     return raw, pid
+
+
+class PythonVersion:
+    """The target's CPython version, for the hints that depend on it: read at once for a process
+    that already runs (so the window does not start later for it), or once the command we
+    started runs Python (its probe file is there). One try: the read walks maps and symbols."""
+
+    def __init__(self, raw: RawCounts, pid: int, *, running: bool) -> None:
+        self.raw, self.pid, self.tried = raw, pid, False
+        if running:
+            self._read()
+
+    def _read(self) -> None:
+        from ..backtrace.reader import python_version
+
+        self.tried = True
+        if self.pid:
+            self.raw.python = python_version(self.pid)
+
+    def learn(self, window: Window) -> None:
+        if not self.tried and window.view is not None:
+            self._read()
 
 
 def relabel_threads(raw: RawCounts) -> None:
@@ -366,7 +404,8 @@ def measure_ptrace(*, pid: int | None, cmd: list[str] | None, duration: float | 
             time.sleep(0.01)
         target_pid = pid
     else:
-        session = StraceSession(cmd=cmd, env=target_env(loop))
+        output = Output()
+        session = StraceSession(cmd=cmd, env=target_env(loop), output=output.fileno())
         target_pid = None
         deadline = time.monotonic() + 10
         while target_pid is None and not session.exited() and time.monotonic() < deadline:
@@ -384,20 +423,31 @@ def measure_ptrace(*, pid: int | None, cmd: list[str] | None, duration: float | 
             done = session.exited
         else:
             done = lambda: not alive(target_pid, ticks) or session.exited()  # noqa: E731
-        ended = _wait_loop(None if duration is None else t0 + duration, done, window.poll)
+        version = PythonVersion(raw, target_pid, running=cmd is None)
+        ended = _wait_loop(None if duration is None else t0 + duration, done,
+                           lambda: (window.poll(), version.learn(window)))
     else:
         ended = True
     raw.duration_s = time.monotonic() - t0
-    if cmd and not ended and target_pid:
-        try:
-            os.kill(target_pid, signal.SIGINT)   # the command we started: end it, strace follows
-        except ProcessLookupError:
-            pass
+    if cmd and target_pid:
+        if not ended:                        # the command we started: end it, strace follows
+            stop_pid(target_pid, lambda: not alive(target_pid, ticks) or session.exited())
+        else:
+            session.proc.wait()
+            if failed(session.proc.returncode):   # strace exits with the command's status
+                notes.append(failure_note("the command", session.proc.returncode, output.tail(),
+                                          raw.duration_s))
+                notify(notes[-1])
+    elif cmd and session.exited() and failed(session.proc.returncode):
+        notes.append(failure_note("the command", session.proc.returncode, output.tail()))
+        notify(notes[-1])
     if cmd is None and ended:
         raw.complete = False
         notes.append(f"pid {pid} exited after {raw.duration_s:.1f} s: the report covers what was counted until then")
         notify(notes[-1])
     session.stop(raw, detach=cmd is None)
+    if cmd:
+        output.close()
     window.fill(raw)
     window.close()
     if window.view is None:
@@ -423,7 +473,8 @@ def _first_child(pid: int) -> int | None:
         own = Path(f"/proc/{pid}/cmdline").read_bytes()
         for tid in os.listdir(f"/proc/{pid}/task"):
             for kid in Path(f"/proc/{pid}/task/{tid}/children").read_text().split():
-                if Path(f"/proc/{kid}/cmdline").read_bytes() != own:
+                line = Path(f"/proc/{kid}/cmdline").read_bytes()
+                if line and line != own:      # empty: between fork and exec, not the command yet
                     return int(kid)
     except OSError:
         return None

@@ -55,6 +55,7 @@ class RawCounts:
     bucket_names: dict[Bucket, str] = field(default_factory=dict)  # thread / task names when known
     has_timing: bool = True
     loop: str | None = None                   # the target's loop kind, from its probe file
+    python: tuple[int, int] | None = None     # the target's CPython version, from its Py_Version
     duration_s: float = 0.0
     cannot_attribute: str | None = None
     notes: list[str] = field(default_factory=list)

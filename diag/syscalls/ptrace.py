@@ -104,13 +104,17 @@ def parse_strace(lines, raw: RawCounts) -> None:
 class StraceSession:
     """strace attached to a pid, or running a command; ``stop`` detaches and returns the counts."""
 
-    def __init__(self, *, pid: int | None = None, cmd: list[str] | None = None, env=None):
+    def __init__(self, *, pid: int | None = None, cmd: list[str] | None = None, env=None,
+                 output: int | None = None):
+        """``output``: with ``cmd``, the fd its stdout and stderr (and strace's) go to."""
         self._tmp = tempfile.TemporaryDirectory(prefix="coroscope-strace-")
         self.out = Path(self._tmp.name) / "trace"
         self.proc = subprocess.Popen(
             strace_argv(self.out, pid=pid, cmd=cmd), env=env,
-            stdin=subprocess.DEVNULL if pid is not None else None,
-            stderr=subprocess.PIPE if pid is not None else None,
+            stdin=subprocess.DEVNULL,
+            stdout=output if pid is None else None,
+            stderr=subprocess.PIPE if pid is not None else output,
+            start_new_session=pid is None,
             text=True,
         )
 

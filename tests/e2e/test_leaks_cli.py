@@ -41,6 +41,9 @@ def test_planted_leak_found_with_its_line_and_fixed_version_clean(name, kind):
     site = report["leaks"][0]["opened_at"][0]
     assert (site["file"], site["line"]) == (f"examples/leaks/{name}", planted_line(name))
     assert site["count"] == 6
+    # the stack stops at the user's code: none of coroscope's frames (its cycle runner, the runtime)
+    files = [frame["file"] for frame in site["stack"]]
+    assert not [f for f in files if f.startswith(("diag/", "runtime/")) or "/diag/" in f or "/runtime/" in f], files
     assert f"1 {kind} per cycle" in report["leaks"][0]["message"]
     assert f"examples/leaks/{name}:{planted_line(name)} in {site['function']}" in report["leaks"][0]["message"]
 

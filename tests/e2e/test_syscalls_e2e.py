@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.capabilities import require, run
+from tests.other_user import other_user
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -59,22 +60,14 @@ def test_asgi_middleware_under_uvicorn(tmp_path):
 
 def test_ptrace_fallback_as_a_plain_user_is_exact_per_thread():
     require("root", "strace")        # root only to become "nobody" for the test
-    import shutil
-    import tempfile
-
-    shared = Path(tempfile.mkdtemp(prefix="coroscope-ptrace-"))   # pytest's tmp_path is root-only
-    os.chmod(shared, 0o777)
-    out = shared / "r.json"
     prog = ("import os, threading\n"
             "def f():\n    for _ in range(77): os.getppid()\n"
             "t = threading.Thread(target=f, name='worker'); t.start(); t.join()\n"
             "for _ in range(5): os.getppid()\n")
-    target_python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else PY
-    r = run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
-             "--bounding-set=-all", *COROSCOPE, "--json", str(out), "--", target_python, "-c", prog],
-            timeout=90, cwd=ROOT)
-    rep = json.loads(out.read_text()) if out.exists() else None
-    shutil.rmtree(shared)
+    with other_user() as nobody:        # a copy of the CLI nobody can read, wherever the checkout is
+        out = nobody.work / "r.json"
+        r = nobody.coroscope("syscalls", "--json", str(out), "--", nobody.python, "-S", "-c", prog)
+        rep = json.loads(out.read_text()) if out.exists() else None
     assert r.returncode == 0, r.stderr
     assert "not root: eBPF needs root; using the ptrace backend" in r.stderr
     assert rep["backend"] == "ptrace" and rep["by"] == "thread" and rep["per_request"] is None
