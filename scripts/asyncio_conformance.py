@@ -4,8 +4,8 @@
 
 Each test module runs in its own interpreter twice: once as shipped (stock asyncio), once with
 the runtime installed the way ``runtime.install()`` would and more: asyncio's default policy
-class and ``asyncio.SelectorEventLoop`` are replaced too, because the test modules reset the
-policy (``set_event_loop_policy(None)``) and construct ``SelectorEventLoop()`` directly. Every
+class and ``asyncio.SelectorEventLoop`` (and 3.13's ``asyncio.EventLoop``) are replaced too,
+because the test modules reset the policy (``set_event_loop_policy(None)``) and construct ``SelectorEventLoop()`` directly. Every
 test's outcome is recorded, and the script fails (exit 1) when a test that passes on stock asyncio
 does not pass on the runtime, unless it is in KNOWN_DIFFERENCES with the reason: tests that
 inspect asyncio's private internals which the runtime replaces on purpose.
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import subprocess
 import sys
 import time
@@ -91,6 +92,9 @@ def install_runtime_everywhere() -> list[int]:
     asyncio.unix_events.DefaultEventLoopPolicy = runtime.EventLoopPolicy
     asyncio.SelectorEventLoop = runtime.Loop
     asyncio.unix_events.SelectorEventLoop = runtime.Loop
+    if hasattr(asyncio, "EventLoop"):  # 3.13's name for the platform's loop class
+        asyncio.EventLoop = runtime.Loop
+        asyncio.unix_events.EventLoop = runtime.Loop
     asyncio.set_event_loop_policy(None)
     return created
 
@@ -222,13 +226,22 @@ def run(modules=MODULES, jobs: int = 4, timeout: float = 300) -> dict:
             else:
                 regressions.append(entry)
     return {"modules": table, "regressions": regressions, "known_differences": excused,
-            "seconds": round(time.monotonic() - start, 1)}
+            "seconds": round(time.monotonic() - start, 1), "python": platform.python_version(),
+            "runtime_paths": runtime_paths()}
+
+
+def runtime_paths() -> str:
+    """Which of the runtime's hot paths the workers run (they inherit this environment)."""
+    from runtime import accel
+
+    return "C accelerator" if accel.COMPILED else f"pure Python ({accel.REASON})"
 
 
 def render(report: dict) -> str:
     head = (f"{'module':<22} {'asyncio pass/fail/err/skip':>27} {'runtime pass/fail/err/skip':>27}"
             f" {'runtime loops':>14}")
-    lines = [head, "-" * len(head)]
+    lines = [f"CPython {report['python']}, the runtime on its {report['runtime_paths']}",
+             head, "-" * len(head)]
     totals = {mode: dict.fromkeys(OUTCOMES, 0) for mode in ("asyncio", "runtime")}
     for m, row in report["modules"].items():
         cells = []
