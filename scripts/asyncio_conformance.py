@@ -201,6 +201,11 @@ def run(modules=MODULES, jobs: int = 4, timeout: float = 300) -> dict:
             merged["runtime_loops"] += part.get("runtime_loops", 0)
             merged["seconds"] = max(merged["seconds"], part.get("seconds") or 0)
     table, regressions, excused = {}, [], []
+    # A module that never reported (it timed out, or crashed before its first test), in either
+    # run: its one line says why, beside the table.
+    module_errors = [{"mode": mode, "test": test_id, "detail": part["details"].get(test_id, "")[-300:]}
+                     for (mode, _m), part in results.items()
+                     for test_id in part["outcomes"] if test_id.endswith("(whole module)")]
     for m in modules:
         row = {}
         for mode in ("asyncio", "runtime"):
@@ -226,6 +231,7 @@ def run(modules=MODULES, jobs: int = 4, timeout: float = 300) -> dict:
             else:
                 regressions.append(entry)
     return {"modules": table, "regressions": regressions, "known_differences": excused,
+            "module_errors": module_errors,
             "seconds": round(time.monotonic() - start, 1), "python": platform.python_version(),
             "runtime_paths": runtime_paths()}
 
@@ -255,6 +261,9 @@ def render(report: dict) -> str:
     cells = ["/".join(str(totals[mode][k]) for k in OUTCOMES) for mode in ("asyncio", "runtime")]
     loops = sum(row["runtime_loops"] for row in report["modules"].values())
     lines.append(f"{'total':<22} {cells[0]:>27} {cells[1]:>27} {loops:>14}")
+    for e in report.get("module_errors", ()):
+        last = e["detail"].strip().splitlines()[-1:] or [""]
+        lines.append(f"no result ({e['mode']}): {e['test']}: {last[0]}")
     for e in report["known_differences"]:
         lines.append(f"known difference: {e['test']} ({e['runtime']}): {e['reason']}")
     for e in report["regressions"]:
