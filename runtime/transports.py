@@ -51,6 +51,8 @@ class StreamTransport(selector_events._SelectorSocketTransport):
         # From 3.12 asyncio's constructor makes its own write queue (a deque, whatever
         # _buffer_factory says) and stores its sendmsg writer on the instance, which would
         # shadow _write_ready below: this transport keeps its own of both, on every version.
+        # (3.12's close() sets that attribute to None again; by then the writer, if one is
+        # registered, holds the bound method, and a write that would register one is refused.)
         self._buffer = ()
         self.__dict__.pop("_write_ready", None)
 
@@ -228,12 +230,6 @@ class StreamTransport(selector_events._SelectorSocketTransport):
                 self._call_connection_lost(None)
             elif self._eof:
                 self._sock.shutdown(socket.SHUT_WR)
-
-    def close(self):
-        super().close()
-        # 3.12's close() sets _write_ready to None on the instance (it breaks the cycle its
-        # constructor made); a queue still draining after close() needs the method.
-        self.__dict__.pop("_write_ready", None)
 
     def _force_close(self, exc):
         self._buffer_size = 0
