@@ -122,6 +122,13 @@ def _shard(suite: unittest.TestSuite, index: int, count: int) -> unittest.TestSu
 
 def worker(mode: str, target: str) -> dict:
     """Run one module (or one shard of it: "module#index/count") here; outcome per test id."""
+    # Shortly before the parent gives up on us, every thread's stack goes to stderr and we exit,
+    # so that a module which hangs is reported with the test it hung in.
+    deadline = float(os.environ.get("CONFORMANCE_WORKER_TIMEOUT", 0))
+    if deadline > 15:
+        import faulthandler
+
+        faulthandler.dump_traceback_later(deadline - 10, exit=True)
     created = install_runtime_everywhere() if mode == "runtime" else [0]
     from test import support
 
@@ -146,6 +153,7 @@ def _run_worker(mode: str, module: str, timeout: float) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.pop("COROSCOPE_LOOP", None)
+    env["CONFORMANCE_WORKER_TIMEOUT"] = str(timeout)
     cmd = [sys.executable, "-X", "faulthandler", str(Path(__file__).resolve()), "--worker", mode, module]
     started = time.monotonic()
     try:
@@ -203,7 +211,7 @@ def run(modules=MODULES, jobs: int = 4, timeout: float = 300) -> dict:
     table, regressions, excused = {}, [], []
     # A module that never reported (it timed out, or crashed before its first test), in either
     # run: its one line says why, beside the table.
-    module_errors = [{"mode": mode, "test": test_id, "detail": part["details"].get(test_id, "")[-300:]}
+    module_errors = [{"mode": mode, "test": test_id, "detail": part["details"].get(test_id, "")}
                      for (mode, _m), part in results.items()
                      for test_id in part["outcomes"] if test_id.endswith("(whole module)")]
     for m in modules:
@@ -243,6 +251,19 @@ def runtime_paths() -> str:
     return "C accelerator" if accel.COMPILED else f"pure Python ({accel.REASON})"
 
 
+def _why(detail: str) -> str:
+    """One line for a module without a result: the test frame it hung in, if the worker dumped
+    its stacks (see worker), else the last line of what it said."""
+    frames = [line.strip() for line in detail.splitlines()
+              if "test_asyncio" in line and line.strip().startswith("File ")]
+    # faulthandler lists the most recent call first: the first frame in a test method names it
+    in_test = [f for f in frames if " in test" in f]
+    if frames:
+        return "hung at " + (in_test or frames)[0]
+    last = detail.strip().splitlines()[-1:]
+    return last[0] if last else "no output"
+
+
 def render(report: dict) -> str:
     head = (f"{'module':<22} {'asyncio pass/fail/err/skip':>27} {'runtime pass/fail/err/skip':>27}"
             f" {'runtime loops':>14}")
@@ -262,8 +283,7 @@ def render(report: dict) -> str:
     loops = sum(row["runtime_loops"] for row in report["modules"].values())
     lines.append(f"{'total':<22} {cells[0]:>27} {cells[1]:>27} {loops:>14}")
     for e in report.get("module_errors", ()):
-        last = e["detail"].strip().splitlines()[-1:] or [""]
-        lines.append(f"no result ({e['mode']}): {e['test']}: {last[0]}")
+        lines.append(f"no result ({e['mode']}): {e['test']}: {_why(e['detail'])}")
     for e in report["known_differences"]:
         lines.append(f"known difference: {e['test']} ({e['runtime']}): {e['reason']}")
     for e in report["regressions"]:
