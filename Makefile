@@ -30,13 +30,16 @@ $(VENV)/.system-bcc: $(VENV)/.installed
 	    touch $@; \
 	else echo "coroscope: python3-bpfcc is not installed; eBPF backends unavailable"; fi
 
+# The runtime's tests that run again on its pure-Python paths (the suite uses the C accelerator
+# where it is built: runtime/accel.py), on every version.
+PURE_TESTS := tests/test_runtime_api.py tests/test_runtime_callbacks.py tests/test_runtime_hotpaths.py \
+              tests/test_runtime_accel.py
+
 # The whole suite on the default CPython, then what depends on the version on 3.12 and 3.13.
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider
-	@# the runtime's pure-Python paths too (the run above used the C accelerator: runtime/accel.py)
-	COROSCOPE_PURE_PYTHON=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_runtime_api.py \
-	    tests/test_runtime_callbacks.py tests/test_runtime_hotpaths.py tests/test_runtime_accel.py
-	@bash scripts/test-other-pythons.sh
+	COROSCOPE_PURE_PYTHON=1 $(PY) -m pytest -q -p no:cacheprovider $(PURE_TESTS)
+	@PURE_TESTS="$(PURE_TESTS)" bash scripts/test-other-pythons.sh
 
 demo: setup
 	$(PY) -m diag.cli doctor --demo

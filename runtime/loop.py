@@ -38,7 +38,7 @@ import time
 import weakref
 from asyncio import base_events, events as _events, tasks as _tasks, unix_events
 
-from . import accel
+from . import accel, asyncio_versions
 from .poller import EpollPoller
 from . import tracing
 from .tracing import TRACE
@@ -57,11 +57,8 @@ _Handle = _events.Handle
 _TimerHandle = _events.TimerHandle
 _new_handle = object.__new__
 _monotonic_ns = time.monotonic_ns
-# What call_soon / call_at set on a handle they build themselves: every slot Handle.__init__ and
-# TimerHandle.__init__ set in CPython 3.11 (__weakref__ is not a field).
-_HANDLE_FIELDS = {(3, 11): ("_context", "_loop", "_callback", "_args", "_cancelled", "_repr",
-                            "_source_traceback")}
-_TIMER_FIELDS = {(3, 11): _HANDLE_FIELDS[(3, 11)] + ("_when", "_scheduled")}
+# asyncio's internals on this CPython (runtime.asyncio_versions: the one table keyed by version).
+_ASYNCIO = asyncio_versions.CURRENT
 _logger = base_events.logger
 
 
@@ -259,6 +256,8 @@ class Loop(unix_events._UnixSelectorEventLoop):
 
     # -- transports -------------------------------------------------------------------------
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
+        if _ASYNCIO.transports_check_fd:
+            self._ensure_fd_no_transport(sock)
         self._own(sock.fileno(), sock, "socket")
         return StreamTransport(self, sock, protocol, waiter, extra, server)
 
@@ -266,6 +265,8 @@ class Loop(unix_events._UnixSelectorEventLoop):
                             server_side=False, server_hostname=None, extra=None, server=None,
                             ssl_handshake_timeout=base_events.constants.SSL_HANDSHAKE_TIMEOUT,
                             ssl_shutdown_timeout=base_events.constants.SSL_SHUTDOWN_TIMEOUT):
+        if _ASYNCIO.transports_check_fd:
+            self._ensure_fd_no_transport(rawsock)
         ssl_protocol = base_events.sslproto.SSLProtocol(
             self, protocol, sslcontext, waiter, server_side, server_hostname,
             ssl_handshake_timeout=ssl_handshake_timeout,
@@ -275,6 +276,8 @@ class Loop(unix_events._UnixSelectorEventLoop):
         return ssl_protocol._app_transport
 
     def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
+        if _ASYNCIO.transports_check_fd:
+            self._ensure_fd_no_transport(sock)
         self._own(sock.fileno(), sock, "socket")
         return DatagramTransport(self, sock, protocol, address, waiter, extra)
 
@@ -322,8 +325,8 @@ class Loop(unix_events._UnixSelectorEventLoop):
     # get_debug inside Handle.__init__), a wrapper around super().call_at() adds a frame and a
     # super() per timer: that was the runtime's deficit on the call_soon, spawn-and-await (every
     # task step is a call_soon) and timers benchmarks. Outside debug mode the handle is built
-    # here, field by field, as Handle.__init__ would build it (the field set is CPython 3.11's,
-    # see _HANDLE_FIELDS; a test compares it with asyncio's own handles). Debug mode takes
+    # here, field by field, as Handle.__init__ would build it (the fields are _ASYNCIO.handle_fields
+    # and timer_fields; a test compares them with asyncio's own handles). Debug mode takes
     # asyncio's own path, so its checks and source tracebacks are exactly asyncio's.
     def call_soon(self, callback, *args, context=None):
         if self._debug:

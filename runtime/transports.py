@@ -48,6 +48,13 @@ class StreamTransport(selector_events._SelectorSocketTransport):
         self._buffer_size = 0
         self._read_view = loop._read_view  # the loop's shared receive buffer
         super().__init__(loop, sock, protocol, waiter, extra, server)
+        # From 3.12 asyncio's constructor makes its own write queue (a deque, whatever
+        # _buffer_factory says) and stores its sendmsg writer on the instance, which would
+        # shadow _write_ready below: this transport keeps its own of both, on every version.
+        # (3.12's close() sets that attribute to None again; by then the writer, if one is
+        # registered, holds the bound method, and a write that would register one is refused.)
+        self._buffer = ()
+        self.__dict__.pop("_write_ready", None)
 
     # -- reading ----------------------------------------------------------------------------
     def set_protocol(self, protocol):

@@ -4,8 +4,8 @@
 
 Each test module runs in its own interpreter twice: once as shipped (stock asyncio), once with
 the runtime installed the way ``runtime.install()`` would and more: asyncio's default policy
-class and ``asyncio.SelectorEventLoop`` are replaced too, because the test modules reset the
-policy (``set_event_loop_policy(None)``) and construct ``SelectorEventLoop()`` directly. Every
+class and ``asyncio.SelectorEventLoop`` (and 3.13's ``asyncio.EventLoop``) are replaced too,
+because the test modules reset the policy (``set_event_loop_policy(None)``) and construct ``SelectorEventLoop()`` directly. Every
 test's outcome is recorded, and the script fails (exit 1) when a test that passes on stock asyncio
 does not pass on the runtime, unless it is in KNOWN_DIFFERENCES with the reason: tests that
 inspect asyncio's private internals which the runtime replaces on purpose.
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import subprocess
 import sys
 import time
@@ -91,6 +92,9 @@ def install_runtime_everywhere() -> list[int]:
     asyncio.unix_events.DefaultEventLoopPolicy = runtime.EventLoopPolicy
     asyncio.SelectorEventLoop = runtime.Loop
     asyncio.unix_events.SelectorEventLoop = runtime.Loop
+    if hasattr(asyncio, "EventLoop"):  # 3.13's name for the platform's loop class
+        asyncio.EventLoop = runtime.Loop
+        asyncio.unix_events.EventLoop = runtime.Loop
     asyncio.set_event_loop_policy(None)
     return created
 
@@ -118,6 +122,13 @@ def _shard(suite: unittest.TestSuite, index: int, count: int) -> unittest.TestSu
 
 def worker(mode: str, target: str) -> dict:
     """Run one module (or one shard of it: "module#index/count") here; outcome per test id."""
+    # Shortly before the parent gives up on us, every thread's stack goes to stderr and we exit,
+    # so that a module which hangs is reported with the test it hung in.
+    deadline = float(os.environ.get("CONFORMANCE_WORKER_TIMEOUT", 0))
+    if deadline > 15:
+        import faulthandler
+
+        faulthandler.dump_traceback_later(deadline - 10, exit=True)
     created = install_runtime_everywhere() if mode == "runtime" else [0]
     from test import support
 
@@ -142,6 +153,7 @@ def _run_worker(mode: str, module: str, timeout: float) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.pop("COROSCOPE_LOOP", None)
+    env["CONFORMANCE_WORKER_TIMEOUT"] = str(timeout)
     cmd = [sys.executable, "-X", "faulthandler", str(Path(__file__).resolve()), "--worker", mode, module]
     started = time.monotonic()
     try:
@@ -197,6 +209,11 @@ def run(modules=MODULES, jobs: int = 4, timeout: float = 300) -> dict:
             merged["runtime_loops"] += part.get("runtime_loops", 0)
             merged["seconds"] = max(merged["seconds"], part.get("seconds") or 0)
     table, regressions, excused = {}, [], []
+    # A module that never reported (it timed out, or crashed before its first test), in either
+    # run: its one line says why, beside the table.
+    module_errors = [{"mode": mode, "test": test_id, "detail": part["details"].get(test_id, "")}
+                     for (mode, _m), part in results.items()
+                     for test_id in part["outcomes"] if test_id.endswith("(whole module)")]
     for m in modules:
         row = {}
         for mode in ("asyncio", "runtime"):
@@ -222,13 +239,36 @@ def run(modules=MODULES, jobs: int = 4, timeout: float = 300) -> dict:
             else:
                 regressions.append(entry)
     return {"modules": table, "regressions": regressions, "known_differences": excused,
-            "seconds": round(time.monotonic() - start, 1)}
+            "module_errors": module_errors,
+            "seconds": round(time.monotonic() - start, 1), "python": platform.python_version(),
+            "runtime_paths": runtime_paths()}
+
+
+def runtime_paths() -> str:
+    """Which of the runtime's hot paths the workers run (they inherit this environment)."""
+    from runtime import accel
+
+    return "C accelerator" if accel.COMPILED else f"pure Python ({accel.REASON})"
+
+
+def _why(detail: str) -> str:
+    """One line for a module without a result: the test frame it hung in, if the worker dumped
+    its stacks (see worker), else the last line of what it said."""
+    frames = [line.strip() for line in detail.splitlines()
+              if "test_asyncio" in line and line.strip().startswith("File ")]
+    # faulthandler lists the most recent call first: the first frame in a test method names it
+    in_test = [f for f in frames if " in test" in f]
+    if frames:
+        return "hung at " + (in_test or frames)[0]
+    last = detail.strip().splitlines()[-1:]
+    return last[0] if last else "no output"
 
 
 def render(report: dict) -> str:
     head = (f"{'module':<22} {'asyncio pass/fail/err/skip':>27} {'runtime pass/fail/err/skip':>27}"
             f" {'runtime loops':>14}")
-    lines = [head, "-" * len(head)]
+    lines = [f"CPython {report['python']}, the runtime on its {report['runtime_paths']}",
+             head, "-" * len(head)]
     totals = {mode: dict.fromkeys(OUTCOMES, 0) for mode in ("asyncio", "runtime")}
     for m, row in report["modules"].items():
         cells = []
@@ -242,6 +282,8 @@ def render(report: dict) -> str:
     cells = ["/".join(str(totals[mode][k]) for k in OUTCOMES) for mode in ("asyncio", "runtime")]
     loops = sum(row["runtime_loops"] for row in report["modules"].values())
     lines.append(f"{'total':<22} {cells[0]:>27} {cells[1]:>27} {loops:>14}")
+    for e in report.get("module_errors", ()):
+        lines.append(f"no result ({e['mode']}): {e['test']}: {_why(e['detail'])}")
     for e in report["known_differences"]:
         lines.append(f"known difference: {e['test']} ({e['runtime']}): {e['reason']}")
     for e in report["regressions"]:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make test`, after the whole suite on the default CPython: the suite again on each other CPython
 # coroscope supports (3.12 and 3.13), each in its own virtual environment, running only the tests
-# whose outcome can depend on the version (see VERSION_INDEPENDENT in tests/conftest.py).
+# whose outcome can depend on the version (see VERSION_INDEPENDENT in tests/conftest.py), and
+# the runtime's tests again on its pure-Python paths (PURE_TESTS, from the Makefile).
 #
 # A shell loop and not nox or tox: the loop is six lines, needs nothing installed, and every
 # step is the same one the Makefile takes for the default venv (venv, pip install -e, Debian's
@@ -44,5 +45,11 @@ for v in ${PYTHONS:-3.12 3.13}; do
     fi
     echo "coroscope: the version-dependent tests on CPython $v ($py)"
     "$venv/bin/python" -m pytest -q -p no:cacheprovider --version-dependent-only || status=1
+    if [ -n "${PURE_TESTS:-}" ]; then                          # the Makefile names them
+        echo "coroscope: the runtime's pure-Python paths on CPython $v"
+        # shellcheck disable=SC2086
+        COROSCOPE_PURE_PYTHON=1 "$venv/bin/python" -m pytest -q -p no:cacheprovider \
+            --version-dependent-only $PURE_TESTS || status=1
+    fi
 done
 exit $status

@@ -26,14 +26,8 @@ def pytest_addoption(parser):
 
 
 # What does not pass yet on CPython 3.12 / 3.13, with why: skipped there with that reason, so the
-# runs say it every time (the runtime's transports and handle layout are the next 3.12 work).
+# runs say it every time.
 NOT_YET_ON_LATER_PYTHONS = {
-    "test_runtime_hotpaths.py": "the runtime's stream transport predates 3.12's write path "
-                                "(writelines, memoryview buffers)",
-    "test_runtime_callbacks.py": "the runtime's handle field table has 3.11's layout only",
-    "test_runtime_conformance.py": "CPython 3.12/3.13's own asyncio tests do not all pass on the "
-                                   "runtime yet (its transports)",
-    "test_runtime_fd_cycles.py": "the runtime's loop lifetimes on 3.12+ are not checked yet",
     "test_syscalls_e2e.py": "its runs as uid nobody need an interpreter nobody can execute, "
                             "and pyenv's 3.12 and 3.13 live under root's 0700 home",
 }

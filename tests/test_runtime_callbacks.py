@@ -7,12 +7,13 @@ test runs the same thing on the runtime and on stock asyncio and compares what u
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
 
 import pytest
 
 import runtime
-from runtime import loop as runtime_loop
+from runtime import asyncio_versions, loop as runtime_loop
 
 LOOPS = {"runtime": runtime.new_event_loop, "asyncio": asyncio.SelectorEventLoop}
 
@@ -31,10 +32,34 @@ def _fields(handle) -> dict:
 
 
 def test_the_handle_field_table_is_this_pythons_handle_layout():
-    version = sys.version_info[:2]
+    row = asyncio_versions.ASYNCIO[sys.version_info[:2]]
+    assert row is asyncio_versions.CURRENT is runtime_loop._ASYNCIO
     handle_slots = set(asyncio.Handle.__slots__) - {"__weakref__"}
-    assert set(runtime_loop._HANDLE_FIELDS[version]) == handle_slots
-    assert set(runtime_loop._TIMER_FIELDS[version]) == handle_slots | set(asyncio.TimerHandle.__slots__)
+    assert set(row.handle_fields) == handle_slots
+    assert set(row.timer_fields) == handle_slots | set(asyncio.TimerHandle.__slots__)
+
+
+def test_the_transport_fd_check_row_is_what_this_pythons_loop_does():
+    """A socket another open transport serves is refused by _make_socket_transport exactly where
+    stock asyncio refuses it (from 3.12), on both loops."""
+    for factory in LOOPS.values():
+        loop = factory()
+        a, b = socket.socketpair()
+        try:
+            first, _ = loop.run_until_complete(loop.create_connection(asyncio.Protocol, sock=a))
+            try:
+                second = loop._make_socket_transport(a, asyncio.Protocol())
+            except RuntimeError as exc:
+                refused = "is used by transport" in str(exc)
+            else:
+                refused = False
+                second.close()
+            assert refused == asyncio_versions.CURRENT.transports_check_fd, factory
+            first.close()
+            loop.run_until_complete(asyncio.sleep(0))
+        finally:
+            loop.close()
+            b.close()
 
 
 def test_handles_built_by_the_loop_equal_asyncios_own():

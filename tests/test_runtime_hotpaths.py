@@ -381,3 +381,26 @@ def test_a_connection_that_never_queues_holds_no_write_queue(loop, connected):
         except BlockingIOError:
             pass
     assert len(got) == 1 << 20
+
+
+def test_close_while_the_queue_drains_delivers_it_all_then_loses_the_connection(loop):
+    """close() with data queued: the writer keeps draining (3.12's close() clears the writer
+    attribute its constructor set), then connection_lost runs and the fd is closed. A write
+    after close() is queued behind the rest, as asyncio does."""
+    ours, peer = _pair_with_small_buffers()
+    transport, protocol = _connect(loop, ours)
+    fd = ours.fileno()
+    payload = bytes(range(256)) * 2048  # 512 KiB: most of it is queued
+    transport.write(payload)
+    transport.close()
+    transport.write(b"tail")  # still accepted while closing, as asyncio does
+    assert transport.is_closing() and transport.get_write_buffer_size() > 0
+    received = bytearray()
+    thread = threading.Thread(target=lambda: received.extend(_drain(peer, len(payload) + 4)))
+    thread.start()
+    while protocol.lost is None:
+        loop.run_until_complete(asyncio.sleep(0.001))
+    thread.join(10)
+    assert bytes(received) == payload + b"tail"
+    assert ours.fileno() == -1 and fd not in loop._selector.get_map()
+    peer.close()
