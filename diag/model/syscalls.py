@@ -118,3 +118,10 @@ class SyscallReport:
     notes: list[str] = field(default_factory=list)  # fallbacks taken, target exited early, ...
     by_route: list[RouteCost] = field(default_factory=list)  # per request name, most requests first
     complete: bool = True        # False when the target exited before the window ended
+    # The window, when the target's probe file gave its edges: monotonic ns (CLOCK_MONOTONIC,
+    # the clock of every process on the host) of its start and end. ``requests`` are those
+    # that began after the start and ended before the end; ``requests_across_edges`` made
+    # syscalls in the window but ran across one of its edges.
+    window_start_ns: int | None = None
+    window_end_ns: int | None = None
+    requests_across_edges: int = 0
