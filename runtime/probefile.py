@@ -464,6 +464,20 @@ def process_start_ticks(pid: int) -> int | None:
 
 
 # ------------------------------------------------------------------------ finding the region
+def _own_region_path(inode: int) -> str | None:
+    """/proc/PID/fd/N of this process's fd on the region (the mmap object's duplicate), so the
+    writer's ``path`` opens it like any file: for readers in the same process."""
+    pid = os.getpid()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.stat(f"/proc/self/fd/{name}").st_ino == inode and \
+                    os.readlink(f"/proc/self/fd/{name}").startswith(MEMFD_LINK):
+                return f"/proc/{pid}/fd/{name}"
+        except OSError:
+            continue
+    return None
+
+
 def region_paths(pid: int) -> list[str]:
     """Paths through which process ``pid``'s probe region can be opened, best first: its memfd
     among /proc/PID/fd, else (the program closed that fd) its mapping in /proc/PID/map_files.
@@ -687,7 +701,7 @@ class ProbeWriter:
     table, written rarely, take ``_lock``."""
 
     def __init__(self, path: str, mm: mmap.mmap, layout: Layout, pid: int, inode: int):
-        self.path = path             # a named file's path, or MEMFD_LINK for a memfd
+        self.path = path             # a named file, or /proc/PID/fd/N of the memfd
         self.mm = mm
         self.layout = layout
         self.pid = pid
@@ -760,7 +774,7 @@ class ProbeWriter:
         # the mapping is closed: that one is how readers find a memfd region, so ours can go.
         os.close(fd)
         if tmp is None:
-            return cls(MEMFD_LINK, mm, layout, pid, inode)
+            return cls(_own_region_path(inode) or MEMFD_LINK, mm, layout, pid, inode)
         os.replace(tmp, path)        # replaces a stale file of an earlier process with our pid
         return cls(path, mm, layout, pid, inode)
 
@@ -784,7 +798,7 @@ class ProbeWriter:
             pass
         for view in reversed(self._views):
             view.release()
-        if unlink and self.path != MEMFD_LINK:
+        if unlink and not self.path.startswith(("/proc/", MEMFD_LINK)):
             try:
                 if os.stat(self.path).st_ino == self._inode:
                     os.unlink(self.path)
