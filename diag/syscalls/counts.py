@@ -51,7 +51,6 @@ class RawCounts:
     sequence_limit: int = 0                   # sequences hold at most this many calls
     requests_done: int | None = None          # from the probe file counters, over the window
     request_names: dict[int, str] = field(default_factory=dict)
-    requests_begun_before: set[int] = field(default_factory=set)  # began before counting did
     bucket_names: dict[Bucket, str] = field(default_factory=dict)  # thread / task names when known
     has_timing: bool = True
     loop: str | None = None                   # the target's loop kind, from its probe file
