@@ -67,8 +67,10 @@ lived in /dev/shm). All integers little-endian; every section starts on a page.
                   so far), task id, request id, stack string id, monotonic ns of the open,
                   ver_end. The origin of every fd still open, even after the ring wrapped.
     LIVE          ``live_entries`` entries of ``LIVE_ENTRY_SIZE`` bytes: the requests running now,
-                  each +0 request id (0: free), +8 parent request, +16 name string id, +24
-                  monotonic ns of its begin. See "Requests a window counts" below.
+                  each +0 parent request, +8 name string id, +16 monotonic ns of its begin, +24
+                  request id (0: free), stored last (one ``pack_into``, which stores fields in
+                  order), so a reader that sees the id sees the rest. See "Requests a window
+                  counts" below.
 
 Requests a window counts (version 4)
 ------------------------------------
@@ -392,10 +394,11 @@ assert FD_ENTRY_SIZE == 64
 
 # ------------------------------------------------------------------------- live requests
 LIVE_ENTRIES = 8192
-LIVE_ENTRY_FMT = "<QQQQ"         # request id (0: free), parent, name string id, begin ns
+LIVE_ENTRY_FMT = "<QQQQ"         # parent, name string id, begin ns, request id (0: free)
 LIVE_ENTRY_STRUCT = struct.Struct(LIVE_ENTRY_FMT)
 LIVE_ENTRY_SIZE = LIVE_ENTRY_STRUCT.size
 LIVE_WORDS = LIVE_ENTRY_SIZE // 8
+LIVE_ID = 3                      # the word of an entry that holds the request id
 
 
 def _align(n: int) -> int:
@@ -638,13 +641,13 @@ def read_live(buf, layout: Layout) -> dict[int, tuple[int, int, int]]:
     end = layout.live_off + layout.live_entries * LIVE_ENTRY_SIZE
     words = memoryview(buf)[layout.live_off:end].cast("Q")
     try:
-        ids = words[::LIVE_WORDS].tolist()
+        ids = words[LIVE_ID::LIVE_WORDS].tolist()
         out = {}
         for i, rid in enumerate(ids):
             if rid:
                 fields = LIVE_ENTRY_STRUCT.unpack_from(buf, layout.live_off + i * LIVE_ENTRY_SIZE)
-                if fields[0] == rid and words[i * LIVE_WORDS] == rid:
-                    out[rid] = fields[1:]
+                if fields[LIVE_ID] == rid and words[i * LIVE_WORDS + LIVE_ID] == rid:
+                    out[rid] = fields[:LIVE_ID]
         return out
     finally:
         words.release()
@@ -727,8 +730,8 @@ class ProbeWriter:
         self.slot_words = view[layout.slots_off:layout.slots_off + NSLOTS * SLOT_SIZE].cast("Q")
         self.live_words = view[layout.live_off:layout.live_off + layout.live_entries * LIVE_ENTRY_SIZE].cast("Q")
         self._views = (view, self.counters, self.slot_words, self.live_words)
-        self._live_mask = layout.live_entries - 1 if layout.live_entries & (layout.live_entries - 1) == 0 else None
-        self._live_index: dict[int, int] = {}        # request id -> its LIVE entry
+        self._live_n = layout.live_entries
+        self._live_moved: dict[int, int] = {}        # request id -> its entry, if not id % n
         self._live_lock = threading.Lock()
         self._slot_lock = threading.Lock()
         self._slot_of_ident: dict[int, int] = {}
@@ -901,29 +904,45 @@ class ProbeWriter:
     # ------------------------------------------------------------------------- live requests
     def live_insert(self, request_id: int, parent: int, name_sid: int, begun_ns: int) -> None:
         """List a request that begins (before the counters say it began: see "Requests a window
-        counts"). With every entry taken it goes unlisted, and ``live_unlisted`` says so."""
-        n = self.layout.live_entries
+        counts"). With every entry taken it goes unlisted, and ``live_unlisted`` says so.
+        Its entry is ``request_id % live_entries`` unless that one is taken (a request still
+        running from a lap of ids ago): then the next free one, remembered in ``_live_moved``.
+        Only with several threads writing is a lock taken (two could find the same entry free)."""
+        if len(self._slot_of_ident) > 1:
+            with self._live_lock:
+                self._live_insert(request_id, parent, name_sid, begun_ns)
+        else:
+            self._live_insert(request_id, parent, name_sid, begun_ns)
+
+    def _live_insert(self, request_id, parent, name_sid, begun_ns) -> None:
+        n = self._live_n
         if not n:
             return
         words = self.live_words
-        with self._live_lock:
-            i = request_id & self._live_mask if self._live_mask is not None else request_id % n
-            for _ in range(n):
-                if not words[i * LIVE_WORDS]:
-                    base = i * LIVE_WORDS
-                    words[base + 1] = parent
-                    words[base + 2] = name_sid
-                    words[base + 3] = begun_ns
-                    words[base] = request_id          # last: the entry is published
-                    self._live_index[request_id] = i
-                    return
+        i = request_id % n
+        if words[i * LIVE_WORDS + LIVE_ID]:
+            for _ in range(n - 1):
                 i = i + 1 if i + 1 < n else 0
-            self.counters[COUNTER_INDEX["live_unlisted"]] += 1
+                if not words[i * LIVE_WORDS + LIVE_ID]:
+                    break
+            else:
+                self.counters[COUNTER_INDEX["live_unlisted"]] += 1
+                return
+            self._live_moved[request_id] = i
+        LIVE_ENTRY_STRUCT.pack_into(self.mm, self.layout.live_off + i * LIVE_ENTRY_SIZE,
+                                    parent, name_sid, begun_ns, request_id)
 
     def live_remove(self, request_id: int) -> None:
-        i = self._live_index.pop(request_id, None)
-        if i is not None:
-            self.live_words[i * LIVE_WORDS] = 0
+        n = self._live_n
+        if n:
+            words = self.live_words
+            at = request_id % n * LIVE_WORDS + LIVE_ID
+            if words[at] == request_id:
+                words[at] = 0
+            else:
+                i = self._live_moved.pop(request_id, None)
+                if i is not None:
+                    words[i * LIVE_WORDS + LIVE_ID] = 0
 
     # ------------------------------------------------------------------------------ fd table
     def fd_table_set(self, fd: int, kind: int, is_open: bool, task: int = 0, request: int = 0,

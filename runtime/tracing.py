@@ -147,6 +147,8 @@ _TASKS_ALIVE, _TASKS_CREATED, _STEPS, _SLOW = (_C["tasks_alive"], _C["tasks_crea
                                                _C["slow_steps"])
 _REQ_BEGUN, _REQ_DONE, _REQ_ACTIVE = _C["requests_begun"], _C["requests_done"], _C["requests_active"]
 _REQ_LAST_ID = _C["request_last_id"]
+_LIVE_WORDS, _LIVE_ID, _LIVE_SIZE = pf.LIVE_WORDS, pf.LIVE_ID, pf.LIVE_ENTRY_SIZE
+_pack_live = pf.LIVE_ENTRY_STRUCT.pack_into
 _ITER, _IO_READY, _TIMERS_FIRED, _EXEC = (_C["loop_iterations"], _C["io_ready"], _C["timers_fired"],
                                          _C["executor_pending"])
 _FDS_OPEN, _RECORDS = _C["fds_open_unknown"], _C["records_written"]
@@ -458,7 +460,13 @@ class _On(_Off):
         task = self._cur[slot] if slot != _NO_THREAD else 0
         now = _monotonic_ns()
         sid = w.intern(name)
-        w.live_insert(request_id, parent, sid, now)
+        n = self._live_n
+        i = request_id % n if n else 0
+        if n and not self._live[i * _LIVE_WORDS + _LIVE_ID] and len(w._slot_of_ident) <= 1:
+            # the usual case, inlined (w.live_insert is the whole rule): its entry is free
+            _pack_live(w.mm, self._live_off + i * _LIVE_SIZE, parent, sid, now, request_id)
+        else:
+            w.live_insert(request_id, parent, sid, now)
         c = self._counters
         c[_REQ_BEGUN] += 1
         c[_REQ_ACTIVE] += 1
@@ -473,7 +481,12 @@ class _On(_Off):
         task = self._cur[slot] if slot != _NO_THREAD else 0
         if slot != _NO_THREAD:
             self._words[slot * _SLOT_WORDS + 2] = parent
-        self._w.live_remove(request_id)
+        n = self._live_n
+        at = request_id % n * _LIVE_WORDS + _LIVE_ID if n else 0
+        if n and self._live[at] == request_id:
+            self._live[at] = 0
+        else:
+            self._w.live_remove(request_id)
         self._emit(_REQUEST_END, slot, int(bool(failed)), task, request_id, _monotonic_ns(),
                    duration_ns, self._w.intern(name) if name else 0)
         c = self._counters
@@ -758,6 +771,7 @@ def enable(*, slow_step_ms: float | None = None, loop_kind: str = "runtime",
             _w=w, _emit=w.emit, _words=w.slot_words, _counters=w.counters, _ids={},
             _cur=[0] * (pf.NSLOTS + 1), _slow_ns=slow_ns, _next_task=itertools.count(1).__next__, _exec_t0={},
             _request_var=REQUEST_ID, _ready_by=[0], _check_name=set(), _unawaited_backlog=[],
+            _live=w.live_words, _live_n=w.layout.live_entries, _live_off=w.layout.live_off,
         )
         TRACE.__class__ = _On
         d.update(_fast_tracepoints(TRACE))

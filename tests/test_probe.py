@@ -253,7 +253,8 @@ def test_a_region_naming_another_process_is_refused_and_legacy_files_are_removed
             with open(path, "wb") as f:
                 f.write(b"CSPROBE1" + b"\0" * 8192)
         from diag.probe import remove_stale_files
-        assert remove_stale_files() == [left[0]]
+        removed = remove_stale_files()           # (other processes' stale files go too)
+        assert left[0] in removed and left[1] not in removed
         assert not os.path.exists(left[0]) and os.path.exists(left[1])
     finally:
         for path in left:
