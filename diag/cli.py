@@ -51,6 +51,17 @@ def _not_a_target() -> None:
         tracing.disable()
 
 
+def _remove_legacy_probe_files() -> None:
+    """Probe files that versions before the memfd region left in /dev/shm by processes that
+    died unclean: every command removes those of processes that are gone (today's regions
+    cannot be left behind). One directory listing."""
+    try:
+        from .probe import remove_stale_files
+        remove_stale_files()
+    except Exception:      # never let housekeeping stop a command
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
@@ -63,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
     _not_a_target()
+    _remove_legacy_probe_files()
     module_name, help_text = COMMANDS[name]
     try:
         module = importlib.import_module(module_name)

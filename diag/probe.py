@@ -1,6 +1,8 @@
 """The probe reader: attach to a traced process by pid and follow its tracepoint records.
 
-Attaching is opening ``/dev/shm/coroscope-<pid>.probe`` read-only and mapping it. From then on
+Attaching is opening the target's probe region (an anonymous memfd, found among its open fds in
+/proc/<pid>/fd: see ``runtime.probefile``, "Where the region lives") read-only and mapping it,
+which the kernel allows exactly when ptrace could read the process. From then on
 every read is a load from our own mapping of the same pages the target writes: the target is
 never signalled, stopped, ptraced, or made to do a syscall, and takes no lock a reader holds.
 The only other things read are ``/proc/<pid>/stat`` (the process start time, to tell a live file
@@ -90,6 +92,44 @@ class StaleProbeFile(CoroscopeError):
     """The probe file belongs to a process that is gone (its pid may have been reused)."""
 
 
+def map_region(pid: int) -> tuple[mmap.mmap, str]:
+    """Map process ``pid``'s probe region read-only: (mapping, the path it was opened by). One
+    clear CoroscopeError when there is no such process, no region, or no permission."""
+    alive = os.path.exists(f"/proc/{pid}")
+    if not alive:
+        raise CoroscopeError(f"no process with pid {pid}")
+    try:
+        paths = pf.region_paths(pid)
+    except PermissionError:
+        raise CoroscopeError(f"no permission to read pid {pid}'s probe region (it is private to "
+                             "its user: run as that user or as root)") from None
+    except FileNotFoundError:
+        raise CoroscopeError(f"no process with pid {pid}") from None
+    if not paths:
+        raise CoroscopeError(f"pid {pid} publishes no probe region; start it with "
+                             "COROSCOPE_TRACE=1 or call runtime.tracing.enable()")
+    for i, path in enumerate(paths):
+        try:
+            mm = _map_readonly(path)
+        except PermissionError:
+            raise CoroscopeError(f"no permission to read pid {pid}'s probe region") from None
+        except (OSError, CoroscopeError):
+            if i + 1 < len(paths):
+                continue
+            raise CoroscopeError(f"pid {pid}'s probe region went away as it was opened") from None
+        try:
+            header = pf.parse_header(mm)
+        except pf.ProbeFormatError:
+            if i + 1 < len(paths):
+                mm.close()
+                continue
+            return mm, path                        # the caller says what is wrong with it
+        if header.pid == pid or i + 1 == len(paths):
+            return mm, path
+        mm.close()                                 # a parent's region a fresh child still holds
+    raise CoroscopeError(f"pid {pid} publishes no probe region")
+
+
 def _map_readonly(path: str) -> mmap.mmap:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -132,26 +172,16 @@ class ProbeReader:
     def attach(cls, pid: int, *, from_start: bool = True) -> "ProbeReader":
         """Attach to process ``pid``. ``from_start``: begin at the oldest record still in the
         ring (else at the newest, to follow only what comes next)."""
-        path = pf.probe_path(pid)
-        alive = os.path.exists(f"/proc/{pid}")
-        try:
-            mm = _map_readonly(path)
-        except FileNotFoundError:
-            if not alive:
-                raise CoroscopeError(f"no process with pid {pid}") from None
-            raise CoroscopeError(f"pid {pid} publishes no probe file ({path}); start it with "
-                                 "COROSCOPE_TRACE=1 or call runtime.tracing.enable()") from None
-        except PermissionError:
-            raise CoroscopeError(f"no permission to read {path}") from None
+        mm, path = map_region(pid)
         try:
             reader = cls(mm, path, pid)
         except pf.ProbeFormatError as exc:
             mm.close()
-            raise CoroscopeError(f"{path}: {exc}") from None
+            raise CoroscopeError(f"pid {pid}'s probe region: {exc}") from None
         if reader.header.pid != pid or is_stale(reader.header):
             reader.close()
-            why = "that process is gone" if not alive else f"pid {pid} is now another process"
-            raise StaleProbeFile(f"{path} is stale: left by an earlier process ({why}); ignoring it")
+            raise StaleProbeFile(f"pid {pid}'s probe region names another process "
+                                 f"(pid {reader.header.pid}); ignoring it")
         reader.seek(oldest=from_start)
         return reader
 
@@ -425,10 +455,16 @@ class ProbeReader:
                              records_lost=self.lost)
 
 
-def remove_stale_files(directory: str = pf.PROBE_DIR) -> list[str]:
-    """Remove probe files whose process is gone (left by a crash or a kill). Returns them."""
+def remove_stale_files(directory: str = pf.LEGACY_DIR) -> list[str]:
+    """Remove named probe files (``coroscope-<pid>.probe``, what versions before 4 made in
+    /dev/shm) whose process is gone, or that no version reads. Today's regions are memfds, which
+    nothing can leave behind. Returns the paths removed."""
     removed = []
-    for name in sorted(os.listdir(directory)):
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return removed
+    for name in names:
         if not (name.startswith("coroscope-") and name.endswith(".probe")):
             continue
         path = os.path.join(directory, name)
@@ -439,7 +475,9 @@ def remove_stale_files(directory: str = pf.PROBE_DIR) -> list[str]:
         try:
             stale = is_stale(pf.parse_header(mm))
         except pf.ProbeFormatError:
-            stale = False                 # not ours to judge
+            # an older version's file: stale when the pid in its name is gone
+            pid = name[len("coroscope-"):-len(".probe")]
+            stale = not (pid.isdigit() and os.path.exists(f"/proc/{pid}"))
         finally:
             mm.close()
         if stale:

@@ -22,7 +22,8 @@ from .probe import ProbeReader, remove_stale_files
 def configure(parser) -> None:
     parser.add_argument("pid", type=int, nargs="?", help="process id of a process traced with COROSCOPE_TRACE=1")
     parser.add_argument("--clean-stale", action="store_true",
-                        help="remove probe files left in /dev/shm by processes that are gone")
+                        help="remove the named probe files older coroscope versions left in /dev/shm "
+                             "(every command does it too; today's regions leave nothing)")
     parser.add_argument("-f", "--follow", action="store_true",
                         help="keep printing new records (until Ctrl-C, --duration or the target exits)")
     parser.add_argument("--duration", type=float, default=None, metavar="SECONDS",

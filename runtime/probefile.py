@@ -1,18 +1,34 @@
 """The probe file: the one shared-memory region a traced process publishes, and its writer.
 
-Why a file in /dev/shm and not a socket or a subscriber thread
-----------------------------------------------------------------
+Why shared memory and not a socket or a subscriber thread
+---------------------------------------------------------
 tokio-console gets its data through an in-process subscriber serving gRPC; every watched event
 then costs the watched process work and syscalls. Here the process writes fixed-size records into
-memory it maps once (``mmap`` of ``/dev/shm/coroscope-<pid>.probe``, a tmpfs file), with plain
-stores (``struct.pack_into`` on the mmap): no syscall per record, no lock shared with a reader,
-nothing that depends on whether anyone watches. A reader in another process maps the same file
-read-only and copies what it wants. A syscall count taken with a reader attached is the count
-without it, because the reader never talks to the target.
+memory it maps once, with plain stores (``struct.pack_into`` on the mmap): no syscall per record,
+no lock shared with a reader, nothing that depends on whether anyone watches. A reader in another
+process maps the same memory read-only and copies what it wants. A syscall count taken with a
+reader attached is the count without it, because the reader never talks to the target.
 
-Layout, version 3 (``VERSION``; version 1 had no wake kind, ready time or never-awaited record;
-version 2 wrote one IO_READY record per ready event). All integers little-endian; every section
-starts on a page.
+Where the region lives (version 4): an anonymous memfd, not a file
+-------------------------------------------------------------------
+Up to version 3 the region was ``/dev/shm/coroscope-<pid>.probe``: 0644, so any local user could
+read request names (paths carry ids and tokens) and fd-origin stacks, and a process killed by
+SIGTERM or SIGKILL left its 10 MB in tmpfs, which is memory, for good. Now it is a memfd
+(``memfd_create("coroscope-probe")``, mode 0600; the fd that stays open is the close-on-exec
+duplicate CPython's mmap object keeps, so tracing holds one fd, as it always did): it has no
+name in any directory, and the kernel frees it with the last fd or mapping, so it is gone with its process
+however that process ends. A reader finds it from the pid alone, among the target's open fds:
+``/proc/PID/fd/N`` linking to ``/memfd:coroscope-probe (deleted)`` (``find_region``), opened
+through that link. Opening it is allowed exactly when ptrace would be allowed to read the
+process (same user and not made undumpable, or root), the permission model of gdb and py-spy;
+other users cannot even list the fds. If the program closed the fd (a daemon closing every fd
+it did not open), the mapping is still listed in /proc/PID/maps and a reader with
+CAP_SYS_ADMIN opens it through /proc/PID/map_files. ``ProbeWriter.create(path=...)`` still
+writes a named file (0600), for tests and for copies read with ``diag.probe``'s ``open_file``.
+
+Layout, version 4 (``VERSION``; version 1 had no wake kind, ready time or never-awaited record;
+version 2 wrote one IO_READY record per ready event; version 3 had no live-request table and
+lived in /dev/shm). All integers little-endian; every section starts on a page.
 
     offset 0      HEADER (``HEADER_FMT``, fields below; the section table says where the rest is)
                   magic b"CSPROBE1", version, header size, pid, process start time in clock ticks
@@ -50,6 +66,31 @@ starts on a page.
                   ver_begin, kind, state (1 open, 0 closed), generation (opens of this fd number
                   so far), task id, request id, stack string id, monotonic ns of the open,
                   ver_end. The origin of every fd still open, even after the ring wrapped.
+    LIVE          ``live_entries`` entries of ``LIVE_ENTRY_SIZE`` bytes: the requests running now,
+                  each +0 parent request, +8 name string id, +16 monotonic ns of its begin, +24
+                  request id (0: free), stored last (one ``pack_into``, which stores fields in
+                  order), so a reader that sees the id sees the rest. See "Requests a window
+                  counts" below.
+
+Requests a window counts (version 4)
+------------------------------------
+The syscall counter charges each syscall, in the kernel, to the request id in the thread's
+slot; to give counts *per request* it must also know how many requests a measurement window
+holds and which ids they are, and that must not depend on a reader keeping up with the ring
+(at 15,000 requests/s a 16,384-record ring laps in a tenth of a second). So the header region
+holds what cannot be overwritten before it is read: the counters ``requests_begun`` and
+``request_last_id`` (the highest id begun) and the LIVE table. The writer's order, which every
+reader relies on (x86 keeps stores in order): at a request's begin, its LIVE entry (fields, then
+the id), then the counters, then the thread slot; at its end, the slot, then the entry's id set
+to 0, then ``requests_done``. A window from T0 to T1 counts the requests that began after T0
+and ended before T1: read ``request_last_id`` at T0 (ids above it began later), and at T1 read
+the counters, then the LIVE ids (an id at or below T1's ``request_last_id`` that is not listed
+has ended, and its slot was cleared first: every syscall it made was charged already). The
+number is ``requests_begun(T1) - requests_begun(T0)`` less the listed ids above T0's last id.
+An entry is placed at ``id % live_entries`` or the next free one; with every entry taken, a
+request goes unlisted and ``live_unlisted`` grows, and a reader then says the window's count of
+requests may be off by that many. Names of finished requests come from the ring (their begin
+records), so a reader that falls behind loses names, never counts.
 
 Wakes and scheduled delay (version 2)
 -------------------------------------
@@ -131,15 +172,12 @@ import threading
 import time
 from dataclasses import dataclass
 
-VERSION = 3
+VERSION = 4
 MAGIC = b"CSPROBE1"
 PAGE = 4096
-PROBE_DIR = "/dev/shm"
-
-
-def probe_path(pid: int) -> str:
-    """Where process ``pid`` publishes its probe file."""
-    return f"{PROBE_DIR}/coroscope-{pid}.probe"
+MEMFD_NAME = "coroscope-probe"
+MEMFD_LINK = f"/memfd:{MEMFD_NAME}"      # what /proc/PID/fd/N and /proc/PID/maps show for it
+LEGACY_DIR = "/dev/shm"                  # where versions 1-3 left named files
 
 
 # ---------------------------------------------------------------------------------------- header
@@ -169,6 +207,9 @@ HEADER_FIELDS: list[tuple[str, str]] = [
     ("total_size", "Q"),
     ("loop_kind", "16s"),       # b"runtime", b"asyncio", b"uvloop" (NUL padded)
     ("slow_step_ns", "Q"),
+    ("live_off", "Q"),          # version 4: the LIVE table of requests running now
+    ("live_entries", "Q"),
+    ("live_entry_size", "Q"),
 ]
 HEADER_FMT = "<" + "".join(code for _, code in HEADER_FIELDS)
 HEADER_STRUCT = struct.Struct(HEADER_FMT)
@@ -219,7 +260,10 @@ COUNTERS: list[str] = [
     # these three are adjacent: the loop-iteration tracepoint stores them with one pack
     "loop_iterations", "io_ready", "records_written",
     "timers_fired", "executor_pending", "strings_dropped", "fd_table_overflow",
-] + [f"fds_open_{k}" for k in FD_KINDS]
+] + [f"fds_open_{k}" for k in FD_KINDS] + [
+    # version 4: the highest request id begun, and requests the full LIVE table could not list
+    "request_last_id", "live_unlisted",
+]
 COUNTER_INDEX = {name: i for i, name in enumerate(COUNTERS)}
 NCOUNTERS = 32                      # room to append counters without moving sections
 assert len(COUNTERS) <= NCOUNTERS
@@ -348,6 +392,15 @@ FD_ENTRY_SIZE = FD_ENTRY_STRUCT.size
 assert FD_ENTRY_SIZE == 64
 
 
+# ------------------------------------------------------------------------- live requests
+LIVE_ENTRIES = 8192
+LIVE_ENTRY_FMT = "<QQQQ"         # parent, name string id, begin ns, request id (0: free)
+LIVE_ENTRY_STRUCT = struct.Struct(LIVE_ENTRY_FMT)
+LIVE_ENTRY_SIZE = LIVE_ENTRY_STRUCT.size
+LIVE_WORDS = LIVE_ENTRY_SIZE // 8
+LIVE_ID = 3                      # the word of an entry that holds the request id
+
+
 def _align(n: int) -> int:
     return (n + PAGE - 1) // PAGE * PAGE
 
@@ -365,10 +418,12 @@ class Layout:
     fds_off: int
     fd_entries: int
     total_size: int
+    live_off: int = 0
+    live_entries: int = 0
 
     @classmethod
     def default(cls, ring_records: int = RING_RECORDS, strings_size: int = STRINGS_SIZE,
-                fd_entries: int = FD_ENTRIES) -> "Layout":
+                fd_entries: int = FD_ENTRIES, live_entries: int = LIVE_ENTRIES) -> "Layout":
         if ring_records & (ring_records - 1):
             raise ValueError("ring_records must be a power of two")
         counters_off = HEADER_SIZE
@@ -376,9 +431,10 @@ class Layout:
         ring_off = _align(slots_off + NSLOTS * SLOT_SIZE)
         strings_off = _align(ring_off + ring_records * RECORD_SIZE)
         fds_off = _align(strings_off + strings_size)
-        total = _align(fds_off + fd_entries * FD_ENTRY_SIZE)
+        live_off = _align(fds_off + fd_entries * FD_ENTRY_SIZE)
+        total = _align(live_off + live_entries * LIVE_ENTRY_SIZE)
         return cls(counters_off, slots_off, ring_off, ring_records, strings_off, strings_size,
-                   fds_off, fd_entries, total)
+                   fds_off, fd_entries, total, live_off, live_entries)
 
     def slot_offset(self, i: int) -> int:
         return self.slots_off + i * SLOT_SIZE
@@ -410,6 +466,75 @@ def process_start_ticks(pid: int) -> int | None:
     return int(rest[22 - 3])
 
 
+# ------------------------------------------------------------------------ finding the region
+def _own_region_path(inode: int) -> str | None:
+    """/proc/PID/fd/N of this process's fd on the region (the mmap object's duplicate), so the
+    writer's ``path`` opens it like any file: for readers in the same process."""
+    pid = os.getpid()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.stat(f"/proc/self/fd/{name}").st_ino == inode and \
+                    os.readlink(f"/proc/self/fd/{name}").startswith(MEMFD_LINK):
+                return f"/proc/{pid}/fd/{name}"
+        except OSError:
+            continue
+    return None
+
+
+def region_paths(pid: int) -> list[str]:
+    """Paths through which process ``pid``'s probe region can be opened, best first: its memfd
+    among /proc/PID/fd, else (the program closed that fd) its mapping in /proc/PID/map_files.
+    Empty if it has none. PermissionError when we may not look (ptrace's rules: another user's
+    process); FileNotFoundError when there is no such process."""
+    fd_dir = f"/proc/{pid}/fd"
+    found = []
+    for name in os.listdir(fd_dir):
+        try:
+            link = os.readlink(f"{fd_dir}/{name}")
+        except OSError:
+            continue
+        if link.startswith(MEMFD_LINK) and link[len(MEMFD_LINK):] in ("", " (deleted)"):
+            found.append(f"{fd_dir}/{name}")
+    if found:
+        return sorted(found, key=lambda p: int(p.rsplit("/", 1)[1]))
+    start, end = _memfd_mapping(pid)
+    if start is not None:
+        return [f"/proc/{pid}/map_files/{start:x}-{end:x}"]
+    return []
+
+
+def _memfd_mapping(pid: int, inode: int | None = None,
+                   dev: int | None = None) -> tuple[int | None, int | None]:
+    """(start, end) of ``pid``'s mapping of a probe memfd at offset 0 (of that device and
+    inode, if given)."""
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            for line in f:
+                parts = line.split(None, 5)
+                if len(parts) < 6 or int(parts[2], 16) != 0:
+                    continue
+                if inode is not None:
+                    major, minor = parts[3].split(":")
+                    if int(parts[4]) != inode or (dev is not None and (
+                            int(major, 16), int(minor, 16)) != (os.major(dev), os.minor(dev))):
+                        continue
+                mapped = parts[5].rstrip("\n")
+                if inode is None and not mapped.startswith(MEMFD_LINK):
+                    continue
+                start, end = parts[0].split("-")
+                return int(start, 16), int(end, 16)
+    except OSError:
+        pass
+    return None, None
+
+
+def mapping_base(pid: int, fd: int) -> int | None:
+    """Where process ``pid`` mapped the region a reader opened as ``fd`` (matched by device
+    and inode), or None: the address the eBPF program reads thread slots at."""
+    st = os.fstat(fd)
+    return _memfd_mapping(pid, st.st_ino, st.st_dev)[0]
+
+
 # ---------------------------------------------------------------------------------------- header
 @dataclass(frozen=True)
 class Header:
@@ -438,11 +563,13 @@ def parse_header(buf) -> Header:
         raise ProbeFormatError(f"probe file version {v['version']}, this coroscope reads {VERSION}")
     if (v["record_size"] != RECORD_SIZE or v["slot_size"] != SLOT_SIZE
             or v["fd_entry_size"] != FD_ENTRY_SIZE or v["total_size"] > len(buf)
+            or v["live_entry_size"] != LIVE_ENTRY_SIZE
+            or v["live_off"] + v["live_entries"] * LIVE_ENTRY_SIZE > v["total_size"]
             or v["ring_records"] == 0 or v["ring_records"] & (v["ring_records"] - 1)):
         raise ProbeFormatError("probe file sections do not match its header")
     layout = Layout(v["counters_off"], v["slots_off"], v["ring_off"], v["ring_records"],
                     v["strings_off"], v["strings_size"], v["fds_off"], v["fd_entries"],
-                    v["total_size"])
+                    v["total_size"], v["live_off"], v["live_entries"])
     return Header(v["version"], v["pid"], v["start_ticks"], v["created_unix_ns"], v["state"],
                   layout, v["strings_used"], v["loop_kind"].rstrip(b"\0").decode(),
                   v["slow_step_ns"])
@@ -506,6 +633,53 @@ def read_slots(buf, layout: Layout) -> list[tuple[int, ...]]:
     return out
 
 
+def read_live(buf, layout: Layout) -> dict[int, tuple[int, int, int]]:
+    """The requests running now: request id -> (parent, name string id, begin ns). An entry
+    rewritten while it was read (its id changed) is left out: that request has ended."""
+    if not layout.live_entries:
+        return {}
+    end = layout.live_off + layout.live_entries * LIVE_ENTRY_SIZE
+    words = memoryview(buf)[layout.live_off:end].cast("Q")
+    try:
+        ids = words[LIVE_ID::LIVE_WORDS].tolist()
+        out = {}
+        for i, rid in enumerate(ids):
+            if rid:
+                fields = LIVE_ENTRY_STRUCT.unpack_from(buf, layout.live_off + i * LIVE_ENTRY_SIZE)
+                if fields[LIVE_ID] == rid and words[i * LIVE_WORDS + LIVE_ID] == rid:
+                    out[rid] = fields[:LIVE_ID]
+        return out
+    finally:
+        words.release()
+
+
+@dataclass(frozen=True)
+class RequestEdge:
+    """What a window's edge needs, read in the order "Requests a window counts" prescribes:
+    the counters first, then the LIVE table."""
+
+    begun: int                  # requests_begun
+    done: int                   # requests_done
+    last_id: int                # the highest request id begun
+    unlisted: int               # live_unlisted: requests the full table could not list
+    live: dict                  # request id -> (parent, name sid, begin ns), running now
+    ns_before: int              # monotonic ns just before the counters were read: a request
+                                # that ended by then is counted as ended (a window's end)
+    ns_after: int               # ... just after: one that begins from then on has a larger
+                                # id than last_id (a window's start)
+
+
+def read_request_edge(buf, layout: Layout) -> RequestEdge:
+    before = time.monotonic_ns()
+    values = COUNTERS_STRUCT.unpack_from(buf, layout.counters_off)
+    after = time.monotonic_ns()
+    live = read_live(buf, layout)
+    c = COUNTER_INDEX
+    return RequestEdge(values[c["requests_begun"]], values[c["requests_done"]],
+                       values[c["request_last_id"]], values[c["live_unlisted"]], live,
+                       before, after)
+
+
 def read_fd_entry(buf, layout: Layout, fd: int):
     """The fd table entry (ver, kind, state, generation, task, request, stack_sid, opened_ns) of
     ``fd``, or None if never written or caught mid-write twice."""
@@ -529,12 +703,12 @@ class ProbeWriter:
     after ``create``. ``emit`` takes no lock (see the module's essay); strings and the fd
     table, written rarely, take ``_lock``."""
 
-    def __init__(self, path: str, mm: mmap.mmap, layout: Layout, pid: int):
-        self.path = path
+    def __init__(self, path: str, mm: mmap.mmap, layout: Layout, pid: int, inode: int):
+        self.path = path             # a named file, or /proc/PID/fd/N of the memfd
         self.mm = mm
         self.layout = layout
         self.pid = pid
-        self._inode = os.stat(path).st_ino
+        self._inode = inode
         self._lock = threading.Lock()
         self._seq_counter = itertools.count(1)       # next sequence number; atomic under the GIL
         # The ring offset of record seq is ring_offsets[seq & ring_mask]: one load, where the
@@ -554,7 +728,11 @@ class ProbeWriter:
         view = memoryview(mm)
         self.counters = view[layout.counters_off:layout.counters_off + NCOUNTERS * 8].cast("q")
         self.slot_words = view[layout.slots_off:layout.slots_off + NSLOTS * SLOT_SIZE].cast("Q")
-        self._views = (view, self.counters, self.slot_words)
+        self.live_words = view[layout.live_off:layout.live_off + layout.live_entries * LIVE_ENTRY_SIZE].cast("Q")
+        self._views = (view, self.counters, self.slot_words, self.live_words)
+        self._live_n = layout.live_entries
+        self._live_moved: dict[int, int] = {}        # request id -> its entry, if not id % n
+        self._live_lock = threading.Lock()
         self._slot_lock = threading.Lock()
         self._slot_of_ident: dict[int, int] = {}
         self._fd_versions: dict[int, int] = {}
@@ -566,29 +744,42 @@ class ProbeWriter:
     def create(cls, pid: int | None = None, *, loop_kind: str = "runtime",
                slow_step_ns: int = 100_000_000, layout: Layout | None = None,
                path: str | None = None) -> "ProbeWriter":
-        """Create (or replace a stale) probe file for ``pid`` and map it. The file is built
-        under a temporary name and renamed into place, so a reader never sees it half made."""
+        """Create the probe region of this process and map it: an anonymous memfd (see "Where
+        the region lives"), or, given ``path``, a named file (0600, built under a temporary
+        name and renamed into place, so a reader never sees it half made)."""
         import platform
         if platform.machine() not in ("x86_64", "AMD64", "i686", "i386"):
             raise RuntimeError("the probe file's lock-free protocol relies on x86 store order")
         pid = os.getpid() if pid is None else pid
         layout = layout or DEFAULT_LAYOUT
-        path = path or probe_path(pid)
-        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        if path is None:
+            fd = os.memfd_create(MEMFD_NAME, os.MFD_CLOEXEC)
+            tmp = None
+        else:
+            tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
+            os.fchmod(fd, 0o600)         # a memfd starts 0777; a umask may have widened a file
             os.ftruncate(fd, layout.total_size)
             mm = mmap.mmap(fd, layout.total_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        finally:
+        except BaseException:
             os.close(fd)
+            raise
         HEADER_STRUCT.pack_into(
             mm, 0, MAGIC, VERSION, HEADER_SIZE, pid, process_start_ticks(pid) or 0,
             time.time_ns(), STATE_LIVE, layout.counters_off, NCOUNTERS, layout.slots_off,
             NSLOTS, SLOT_SIZE, layout.ring_off, layout.ring_records, RECORD_SIZE,
             layout.strings_off, layout.strings_size, 4, layout.fds_off, layout.fd_entries,
-            FD_ENTRY_SIZE, layout.total_size, loop_kind.encode()[:16], slow_step_ns)
+            FD_ENTRY_SIZE, layout.total_size, loop_kind.encode()[:16], slow_step_ns,
+            layout.live_off, layout.live_entries, LIVE_ENTRY_SIZE)
+        inode = os.fstat(fd).st_ino
+        # The mmap object keeps a close-on-exec duplicate of the fd for its own use, open until
+        # the mapping is closed: that one is how readers find a memfd region, so ours can go.
+        os.close(fd)
+        if tmp is None:
+            return cls(_own_region_path(inode) or MEMFD_LINK, mm, layout, pid, inode)
         os.replace(tmp, path)        # replaces a stale file of an earlier process with our pid
-        return cls(path, mm, layout, pid)
+        return cls(path, mm, layout, pid, inode)
 
     def set_loop_kind(self, loop_kind: str) -> None:
         """Name the loop that runs. ``create`` is given what the environment asked for, before
@@ -610,7 +801,7 @@ class ProbeWriter:
             pass
         for view in reversed(self._views):
             view.release()
-        if unlink:
+        if unlink and not self.path.startswith(("/proc/", MEMFD_LINK)):
             try:
                 if os.stat(self.path).st_ino == self._inode:
                     os.unlink(self.path)
@@ -622,11 +813,12 @@ class ProbeWriter:
             pass
 
     def detach(self) -> None:
-        """Unmap without writing anything (a forked child leaving its parent's file alone)."""
+        """Unmap without writing anything (a forked child leaving its parent's region alone,
+        and closing the parent's memfd it inherited, so readers never find it here)."""
         self.closed = True
         for view in reversed(self._views):
             view.release()
-        self.mm.close()
+        self.mm.close()            # with it the duplicate fd a reader would find in the child
 
     # ------------------------------------------------------------------------------- records
     def _make_emit(self):
@@ -708,6 +900,49 @@ class ProbeWriter:
     def flush_counters(self) -> None:
         """Refresh ``records_written`` (the other counters are always current)."""
         self.counters[COUNTER_INDEX["records_written"]] = self.records_written
+
+    # ------------------------------------------------------------------------- live requests
+    def live_insert(self, request_id: int, parent: int, name_sid: int, begun_ns: int) -> None:
+        """List a request that begins (before the counters say it began: see "Requests a window
+        counts"). With every entry taken it goes unlisted, and ``live_unlisted`` says so.
+        Its entry is ``request_id % live_entries`` unless that one is taken (a request still
+        running from a lap of ids ago): then the next free one, remembered in ``_live_moved``.
+        Only with several threads writing is a lock taken (two could find the same entry free)."""
+        if len(self._slot_of_ident) > 1:
+            with self._live_lock:
+                self._live_insert(request_id, parent, name_sid, begun_ns)
+        else:
+            self._live_insert(request_id, parent, name_sid, begun_ns)
+
+    def _live_insert(self, request_id, parent, name_sid, begun_ns) -> None:
+        n = self._live_n
+        if not n:
+            return
+        words = self.live_words
+        i = request_id % n
+        if words[i * LIVE_WORDS + LIVE_ID]:
+            for _ in range(n - 1):
+                i = i + 1 if i + 1 < n else 0
+                if not words[i * LIVE_WORDS + LIVE_ID]:
+                    break
+            else:
+                self.counters[COUNTER_INDEX["live_unlisted"]] += 1
+                return
+            self._live_moved[request_id] = i
+        LIVE_ENTRY_STRUCT.pack_into(self.mm, self.layout.live_off + i * LIVE_ENTRY_SIZE,
+                                    parent, name_sid, begun_ns, request_id)
+
+    def live_remove(self, request_id: int) -> None:
+        n = self._live_n
+        if n:
+            words = self.live_words
+            at = request_id % n * LIVE_WORDS + LIVE_ID
+            if words[at] == request_id:
+                words[at] = 0
+            else:
+                i = self._live_moved.pop(request_id, None)
+                if i is not None:
+                    words[i * LIVE_WORDS + LIVE_ID] = 0
 
     # ------------------------------------------------------------------------------ fd table
     def fd_table_set(self, fd: int, kind: int, is_open: bool, task: int = 0, request: int = 0,

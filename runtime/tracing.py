@@ -57,6 +57,7 @@ bootstrap calls) creates the probe file (``runtime.probefile``, where the record
 meaning of every field is documented) and switches ``TRACE`` to ``_On``. ``disable()`` switches
 back and removes the file; so does normal exit. A forked child starts its own probe file.
 Optional environment: ``COROSCOPE_TRACE_SLOW_MS`` (slow-step threshold, default 100);
+``COROSCOPE_TRACE_RING`` (records in the ring, a power of two, default 16384);
 ``COROSCOPE_TRACE_CORO_ORIGIN`` (frames of ``sys.set_coroutine_origin_tracking_depth`` while
 tracing is on, default 1, 0 leaves it alone): where a never-awaited coroutine was created. It
 costs every coroutine creation about 80 ns per frame (measured on 3.11), which is why the
@@ -145,6 +146,9 @@ _C = pf.COUNTER_INDEX
 _TASKS_ALIVE, _TASKS_CREATED, _STEPS, _SLOW = (_C["tasks_alive"], _C["tasks_created"], _C["steps"],
                                                _C["slow_steps"])
 _REQ_BEGUN, _REQ_DONE, _REQ_ACTIVE = _C["requests_begun"], _C["requests_done"], _C["requests_active"]
+_REQ_LAST_ID = _C["request_last_id"]
+_LIVE_WORDS, _LIVE_ID, _LIVE_SIZE = pf.LIVE_WORDS, pf.LIVE_ID, pf.LIVE_ENTRY_SIZE
+_pack_live = pf.LIVE_ENTRY_STRUCT.pack_into
 _ITER, _IO_READY, _TIMERS_FIRED, _EXEC = (_C["loop_iterations"], _C["io_ready"], _C["timers_fired"],
                                          _C["executor_pending"])
 _FDS_OPEN, _RECORDS = _C["fds_open_unknown"], _C["records_written"]
@@ -447,22 +451,42 @@ class _On(_Off):
                        intern(created), intern(defined))
 
     # --------------------------------------------------------------------------- requests
+    # The order of the stores is the probe file's contract ("Requests a window counts"): at a
+    # begin the LIVE entry, then the counters, then the slot; at an end the slot, then the
+    # entry, then the counter. A syscall counter's window is exact because of it.
     def request_begin(self, request_id, name, parent):
+        w = self._w
         slot = self._slot()
         task = self._cur[slot] if slot != _NO_THREAD else 0
-        if slot != _NO_THREAD:
-            self._words[slot * _SLOT_WORDS + 2] = request_id
-        self._emit(_REQUEST_BEGIN, slot, 0, task, request_id, _monotonic_ns(), parent,
-                   self._w.intern(name))
+        now = _monotonic_ns()
+        sid = w.intern(name)
+        n = self._live_n
+        i = request_id % n if n else 0
+        if n and not self._live[i * _LIVE_WORDS + _LIVE_ID] and len(w._slot_of_ident) <= 1:
+            # the usual case, inlined (w.live_insert is the whole rule): its entry is free
+            _pack_live(w.mm, self._live_off + i * _LIVE_SIZE, parent, sid, now, request_id)
+        else:
+            w.live_insert(request_id, parent, sid, now)
         c = self._counters
         c[_REQ_BEGUN] += 1
         c[_REQ_ACTIVE] += 1
+        if request_id > c[_REQ_LAST_ID]:
+            c[_REQ_LAST_ID] = request_id
+        if slot != _NO_THREAD:
+            self._words[slot * _SLOT_WORDS + 2] = request_id
+        self._emit(_REQUEST_BEGIN, slot, 0, task, request_id, now, parent, sid)
 
     def request_end(self, request_id, duration_ns, failed, parent, name=None):
         slot = self._slot()
         task = self._cur[slot] if slot != _NO_THREAD else 0
         if slot != _NO_THREAD:
             self._words[slot * _SLOT_WORDS + 2] = parent
+        n = self._live_n
+        at = request_id % n * _LIVE_WORDS + _LIVE_ID if n else 0
+        if n and self._live[at] == request_id:
+            self._live[at] = 0
+        else:
+            self._w.live_remove(request_id)
         self._emit(_REQUEST_END, slot, int(bool(failed)), task, request_id, _monotonic_ns(),
                    duration_ns, self._w.intern(name) if name else 0)
         c = self._counters
@@ -747,6 +771,7 @@ def enable(*, slow_step_ms: float | None = None, loop_kind: str = "runtime",
             _w=w, _emit=w.emit, _words=w.slot_words, _counters=w.counters, _ids={},
             _cur=[0] * (pf.NSLOTS + 1), _slow_ns=slow_ns, _next_task=itertools.count(1).__next__, _exec_t0={},
             _request_var=REQUEST_ID, _ready_by=[0], _check_name=set(), _unawaited_backlog=[],
+            _live=w.live_words, _live_n=w.layout.live_entries, _live_off=w.layout.live_off,
         )
         TRACE.__class__ = _On
         d.update(_fast_tracepoints(TRACE))
@@ -844,9 +869,10 @@ def _after_fork_in_child() -> None:
     w = TRACE._w
     loop_kind = pf.parse_header(w.mm).loop_kind
     slow_ms = TRACE._slow_ns / 1e6
+    layout = w.layout
     TRACE.on = False
     _back_to_off().detach()
-    enable(slow_step_ms=slow_ms, loop_kind=loop_kind)
+    enable(slow_step_ms=slow_ms, loop_kind=loop_kind, layout=layout)
 
 
 def enable_from_env(loop_kind: str | None = None) -> str | None:
@@ -854,7 +880,16 @@ def enable_from_env(loop_kind: str | None = None) -> str | None:
     not switch on: tracing on when COROSCOPE_TRACE is 1/true/yes/on. ``loop_kind`` is what the
     header says until a loop names itself (``ProbeWriter.set_loop_kind``)."""
     if os.environ.get("COROSCOPE_TRACE", "").strip().lower() in ("1", "true", "yes", "on"):
+        layout = None
+        ring = os.environ.get("COROSCOPE_TRACE_RING", "").strip()
+        if ring:
+            try:
+                layout = pf.Layout.default(ring_records=int(ring))
+            except ValueError:
+                sys.stderr.write(f"coroscope: COROSCOPE_TRACE_RING={ring!r} is not a power of two; "
+                                 f"using {pf.RING_RECORDS} records\n")
         # COROSCOPE_LOOP unset leaves asyncio's own loop in place (runtime.install_from_env).
         return enable(loop_kind=loop_kind
-                      or os.environ.get("COROSCOPE_LOOP", "").strip().lower() or "asyncio")
+                      or os.environ.get("COROSCOPE_LOOP", "").strip().lower() or "asyncio",
+                      layout=layout)
     return None

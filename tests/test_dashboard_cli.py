@@ -30,7 +30,7 @@ def test_no_such_pid():
 def test_pid_that_is_not_traced():
     sleeper = subprocess.Popen(["sleep", "60"])
     try:
-        assert_one_line_error(top(str(sleeper.pid)), f"pid {sleeper.pid} publishes no probe file",
+        assert_one_line_error(top(str(sleeper.pid)), f"pid {sleeper.pid} publishes no probe region",
                               "COROSCOPE_TRACE=1")
     finally:
         sleeper.kill()

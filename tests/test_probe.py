@@ -16,6 +16,7 @@ from diag.probe import ProbeReader, StaleProbeFile
 from runtime import probefile as pf
 
 PY = sys.executable
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def start_trace_all():
@@ -44,7 +45,7 @@ def trace_all():
         yield facts, records, snap, lost
     finally:
         finish(proc)
-    assert not os.path.exists(facts["probe_path"]), "probe file left after a normal exit"
+    assert facts["probe_path"] == f"/proc/{facts['pid']}/fd/{facts['probe_path'].rsplit('/', 1)[1]}"
 
 
 def test_every_tracepoint_kind_is_read_back(trace_all):
@@ -223,51 +224,59 @@ def test_ring_under_a_full_speed_writer_is_in_order_or_counted_lost(tmp_path):
         proc.wait()
 
 
-def test_stale_files_are_recognised(tmp_path):
+def _holder(code: str) -> subprocess.Popen:
+    """A process that runs ``code``, says "ready" and waits for its stdin to close."""
+    proc = subprocess.Popen([PY, "-c", textwrap.dedent(code) + "\nprint('ready', flush=True)\n"
+                             "import sys; sys.stdin.read()\n"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def test_a_region_naming_another_process_is_refused_and_legacy_files_are_removed():
+    # a region whose header names another pid (what a forked child would see of its parent's)
+    proc = _holder("from runtime import probefile as pf\nw = pf.ProbeWriter.create(pid=1)")
+    try:
+        with pytest.raises(StaleProbeFile, match="names another process"):
+            ProbeReader.attach(proc.pid)
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=10)
+
+    # named files the versions before the memfd left in /dev/shm: a dead pid's go, a live one's stay
     dead = subprocess.Popen(["true"])
     dead.wait()
-    w = pf.ProbeWriter.create(pid=dead.pid)          # as if that process had crashed
-    try:
-        with pytest.raises(StaleProbeFile, match="stale.*gone"):
-            ProbeReader.attach(dead.pid)
-    finally:
-        w.close()
-
     sleeper = subprocess.Popen(["sleep", "30"])
+    left = [f"{pf.LEGACY_DIR}/coroscope-{dead.pid}.probe", f"{pf.LEGACY_DIR}/coroscope-{sleeper.pid}.probe"]
     try:
-        w = pf.ProbeWriter.create(pid=sleeper.pid)
-        ProbeReader.attach(sleeper.pid).close()         # right start time: accepted
-        ticks_at = pf.HEADER_OFFSETS["start_ticks"]
-        pf.SEQ.pack_into(w.mm, ticks_at, pf.process_start_ticks(sleeper.pid) - 1)   # pid reused
-        with pytest.raises(StaleProbeFile, match="now another process"):
-            ProbeReader.attach(sleeper.pid)
+        for path in left:
+            with open(path, "wb") as f:
+                f.write(b"CSPROBE1" + b"\0" * 8192)
         from diag.probe import remove_stale_files
-        assert w.path in remove_stale_files()
-        assert not os.path.exists(w.path)
-        w.close()
+        removed = remove_stale_files()           # (other processes' stale files go too)
+        assert left[0] in removed and left[1] not in removed
+        assert not os.path.exists(left[0]) and os.path.exists(left[1])
     finally:
+        for path in left:
+            if os.path.exists(path):
+                os.unlink(path)
         sleeper.kill()
         sleeper.wait()
 
 
-def test_a_stale_file_at_our_path_is_replaced_and_removed_at_exit():
-    code = textwrap.dedent("""
-        import os, sys
-        from runtime import probefile as pf, tracing
-        with open(pf.probe_path(os.getpid()), "wb") as f:   # garbage a crashed process left
-            f.write(b"x" * 100)
-        print(tracing.enable(), flush=True)
-        sys.stdin.read()
-    """)
-    proc = subprocess.Popen([PY, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    path = proc.stdout.readline().strip()
+def test_the_region_is_a_private_memfd_and_nothing_is_named():
+    before = set(os.listdir(pf.LEGACY_DIR))
+    proc = _holder("from runtime import tracing\ntracing.enable()")
     try:
+        paths = pf.region_paths(proc.pid)
+        assert len(paths) == 1 and os.readlink(paths[0]) == f"{pf.MEMFD_LINK} (deleted)"
+        assert os.stat(paths[0]).st_mode & 0o777 == 0o600
         with ProbeReader.attach(proc.pid) as reader:
-            assert reader.header.pid == proc.pid
+            assert reader.header.pid == proc.pid and reader.path == paths[0]
+        assert not {n for n in set(os.listdir(pf.LEGACY_DIR)) - before if str(proc.pid) in n}
     finally:
         proc.stdin.close()
         assert proc.wait(timeout=10) == 0
-    assert not os.path.exists(path)
 
 
 def test_probe_command_prints_counters_and_records():
@@ -295,23 +304,24 @@ def test_probe_command_bad_input_is_one_line(tmp_path):
     try:
         cases = {
             str(dead.pid): f"no process with pid {dead.pid}",
-            str(sleeper.pid): "publishes no probe file",
+            str(sleeper.pid): "publishes no probe region",
         }
         for pid, message in cases.items():
             out = subprocess.run([PY, "-m", "diag.cli", "probe", pid], capture_output=True, text=True)
             assert out.returncode == 2
             assert out.stderr.strip().splitlines() == [f"coroscope: error: {out.stderr.split('error: ')[1].strip()}"]
             assert message in out.stderr
-        with open(pf.probe_path(sleeper.pid), "wb") as f:    # a corrupt probe file
-            f.write(b"\0" * 8192)
-        out = subprocess.run([PY, "-m", "diag.cli", "probe", str(sleeper.pid)], capture_output=True, text=True)
+        corrupt = _holder("import os, mmap\nfd = os.memfd_create('coroscope-probe')\n"
+                          "os.write(fd, bytes(8192))\nmm = mmap.mmap(fd, 8192)")
+        try:
+            out = subprocess.run([PY, "-m", "diag.cli", "probe", str(corrupt.pid)],
+                                 capture_output=True, text=True)
+        finally:
+            corrupt.stdin.close()
+            corrupt.wait(timeout=10)
         assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
         assert "bad magic" in out.stderr
     finally:
-        try:
-            os.unlink(pf.probe_path(sleeper.pid))
-        except FileNotFoundError:
-            pass
         sleeper.kill()
         sleeper.wait()
 

@@ -14,7 +14,7 @@ from diag.bootstrap import startup
 ROOT = Path(__file__).resolve().parents[1]
 CHECK = ("import sys, os; from pathlib import Path; "
          "print(sorted(m for m in ('diag', 'runtime', 'asyncio') if m in sys.modules)); "
-         "print(Path(f'/dev/shm/coroscope-{os.getpid()}.probe').exists())")
+         "from runtime import probefile as pf; print(bool(pf.region_paths(os.getpid())))")
 
 
 def _run(code: str, env_extra: dict, *flags: str) -> subprocess.CompletedProcess:

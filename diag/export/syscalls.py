@@ -8,9 +8,10 @@ by default (and needs root and bcc).
 
 A thread of its own attaches the counter (compiling takes seconds) and once a second turns the
 per-request counts into one histogram per syscall: for every request finished since attaching
-(not running on any thread now) that made at least one syscall, how many of that syscall it
-made (0 included, so each syscall's histogram counts the same requests). The eBPF map holds
-every request since attaching, so the histograms are cumulative, as Prometheus wants.
+that made at least one syscall, how many of that syscall it made (0 included, so each
+syscall's histogram counts the same requests). The eBPF maps are drained as the counter goes
+(``diag.syscalls.bpf``) and each finished request is folded into the histograms and forgotten,
+so the histograms are cumulative, as Prometheus wants, and memory stays flat.
 """
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ class SyscallHistograms:
         self.lock = threading.Lock()
         self.histograms: dict[str, tuple[list[tuple[str, int]], int]] = {}
         self.problem: str | None = None
+        self._folded: dict[str, dict[int, int]] = {}    # syscall -> {calls: finished requests}
+        self._requests = 0                              # finished requests folded so far
         self.ready = threading.Event()              # the counter is attached
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True,
@@ -50,7 +53,7 @@ class SyscallHistograms:
         import time
 
         from diag.syscalls.bpf import BpfCounter, BpfOptions
-        from diag.syscalls.collect import Window, bpf_unavailable
+        from diag.syscalls.collect import SWITCH_EVERY_S, Window, bpf_unavailable
         from diag.syscalls.counts import REQUEST, RawCounts
 
         why = bpf_unavailable()
@@ -63,33 +66,50 @@ class SyscallHistograms:
             self.problem = "the target has no probe to name its requests"
             return
         counter = BpfCounter(BpfOptions(tgid=self.pid, by=REQUEST, sequences=False))
+        raw = RawCounts(backend="bpf", by=REQUEST)
         try:
             window.poll(counter)
             self.ready.set()
             last = time.monotonic()
             while not self._stop.wait(SLOTS_EVERY_S):
                 window.poll(counter)
+                if counter.due(SWITCH_EVERY_S):
+                    counter.switch(raw)
                 if time.monotonic() - last < READ_EVERY_S:
                     continue
                 last = time.monotonic()
-                raw = RawCounts(backend="bpf", by=REQUEST)
-                counter.read(raw)
-                self._publish(raw, REQUEST)
+                edge = window.view.edge()
+                # two switches: every call made before the edge is then drained, so each
+                # request the edge shows finished is folded whole, and at once
+                counter.switch(raw)
+                counter.switch(raw)
+                self._publish(raw, edge)
         finally:
             counter.close()
             window.close()
 
-    def _publish(self, raw, request_kind: str) -> None:
-        active = set(self.active_requests())
-        per_request = [names for (kind, rid), names in raw.cells.items()
-                       if kind == request_kind and rid not in active]
-        syscalls = sorted({name for names in per_request for name in names})
+    def _publish(self, raw, edge) -> None:
+        """Fold the requests that have finished into the histograms and forget them (an
+        exporter runs for weeks): a request is finished when its id was begun and the target
+        no longer lists it as running (``runtime.probefile``, "Requests a window counts")."""
+        active = set(edge.live) | set(self.active_requests())
+        folded = self._folded
+        for rid in [r for r in raw.request_calls if r <= edge.last_id and r not in active]:
+            calls = raw.request_calls.pop(rid)
+            raw.request_time.pop(rid, None)
+            self._requests += 1
+            for name, count in calls.items():
+                values = folded.setdefault(name, {})
+                values[count] = values.get(count, 0) + 1
         out = {}
-        for name in syscalls:
-            counts = [names[name].count if name in names else 0 for names in per_request]
-            buckets = [(str(float(b)), sum(1 for c in counts if c <= b)) for b in BUCKETS]
-            buckets.append(("+Inf", len(counts)))
-            out[name] = (buckets, sum(counts))
+        n = self._requests
+        for name in sorted(folded):
+            values = folded[name]
+            zeros = n - sum(values.values())          # finished requests that made none of it
+            buckets = [(str(float(b)), zeros * (b >= 0) + sum(k for v, k in values.items() if v <= b))
+                       for b in BUCKETS]
+            buckets.append(("+Inf", n))
+            out[name] = (buckets, sum(v * k for v, k in values.items()))
         with self.lock:
             self.histograms = out
 

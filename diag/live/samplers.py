@@ -148,9 +148,8 @@ class LiveSyscalls:
             self.result = ({}, f"not available: the syscall counter failed: {str(exc).splitlines()[0] if str(exc) else exc!r}")
 
     def _count(self) -> None:
-        from diag.syscalls.aggregate import build_report
         from diag.syscalls.bpf import BpfCounter, BpfOptions
-        from diag.syscalls.collect import Window, bpf_unavailable
+        from diag.syscalls.collect import SWITCH_EVERY_S, Window, bpf_unavailable
         from diag.syscalls.counts import REQUEST, RawCounts
 
         why = bpf_unavailable()
@@ -162,24 +161,30 @@ class LiveSyscalls:
         if window.view is None:
             self.result = ({}, "not available: the target has no probe file to name its requests")
             return
-        counter = BpfCounter(BpfOptions(tgid=self.pid, by=REQUEST, sequences=False))
+        counter = BpfCounter(BpfOptions(tgid=self.pid, by=REQUEST, sequences=False),
+                             counting=False)
         try:
             window.poll(counter)
-            window.rebase()
+            counter.open()
+            window.open_edge()
             self.result = ({}, "counting: no request done yet")
+            raw = RawCounts(backend="bpf", by=REQUEST)
             last = time.monotonic()
             while not self._stop.wait(self.SLOTS_EVERY_S):
                 window.poll(counter)
+                if counter.due(SWITCH_EVERY_S):
+                    counter.switch(raw)
                 if time.monotonic() - last < self.READ_EVERY_S:
                     continue
                 last = time.monotonic()
-                raw = RawCounts(backend="bpf", by=REQUEST)
-                counter.read(raw)
-                window.fill(raw)
-                report = build_report(raw, target=f"pid {self.pid}", pid=self.pid)
-                if report.per_request is not None:
-                    self.result = ({n: d.mean for n, d in report.per_request.by_name.items()},
-                                   f"eBPF, over {report.requests} requests since attached")
+                done = window.view.edge().done - window.start.done
+                # Only the sums by syscall are kept: a panel open for hours at thousands of
+                # requests a second must not keep a count per request.
+                raw.request_calls.clear()
+                raw.request_time.clear()
+                if done > 0:
+                    self.result = ({n: c.count / done for n, c in sorted(raw.request_cells.items())},
+                                   f"eBPF, over {done} requests since attached")
                     self.counted.set()
         finally:
             counter.close()

@@ -120,3 +120,10 @@ class SyscallReport:
     by_route: list[RouteCost] = field(default_factory=list)  # per request name, most requests first
     complete: bool = True        # False when the target exited before the window ended
     python: str | None = None    # the target's CPython version ("3.11") when it could be read
+    # The window, when the target's probe file gave its edges: monotonic ns (CLOCK_MONOTONIC,
+    # the clock of every process on the host) of its start and end. ``requests`` are those
+    # that began after the start and ended before the end; ``requests_across_edges`` made
+    # syscalls in the window but ran across one of its edges.
+    window_start_ns: int | None = None
+    window_end_ns: int | None = None
+    requests_across_edges: int = 0

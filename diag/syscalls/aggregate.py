@@ -7,6 +7,12 @@ Two per-request figures, because they answer different questions:
   divided by the requests done; this is what the service costs per request.
 A service whose direct count is 2 and amortized 5 spends its syscalls in the loop, not in
 handlers; the hints look at both.
+
+Which requests the per-request figures are over: with a probe file, the window's own
+(``RawCounts.window``: those that began after the window opened and ended before it closed,
+known from the probe file's counters and table of running requests, not from its ring), each
+with every one of its calls; requests that ran across an edge had calls outside the window,
+so theirs count in the totals and the amortized figure only, and the report says how many.
 """
 from __future__ import annotations
 
@@ -48,13 +54,26 @@ def distribution(values: list[int], requests: int) -> Distribution:
     )
 
 
+def _fold_request_cells(raw: RawCounts) -> None:
+    """Request buckets a backend put among the other cells go where the aggregator reads them."""
+    for bucket in [b for b in raw.cells if b[0] == REQUEST]:
+        for name, cell in raw.cells.pop(bucket).items():
+            raw.add_cell(REQUEST, bucket[1], name, cell.count, cell.time_ns, cell.timed,
+                         cell.returned, cell.max_request_size)
+            for err, n in cell.errors.items():
+                raw.add_errors(REQUEST, bucket[1], name, err, n)
+
+
 def request_count(raw: RawCounts) -> int:
-    seen = sum(1 for kind, _ in raw.cells if kind == REQUEST)
-    return max(raw.requests_done or 0, seen)
+    if raw.window is not None:
+        return raw.window.count
+    return max(raw.requests_done or 0, len(raw.request_calls))
 
 
 def build_report(raw: RawCounts, *, target: str, pid: int | None, loop: str | None = None) -> SyscallReport:
+    _fold_request_cells(raw)
     requests = request_count(raw)
+    window = raw.window
     by_name_total: dict[str, Cell] = {}
     by_name_steady: dict[str, Cell] = {}
     by_name_loop: dict[str, int] = {}
@@ -73,10 +92,25 @@ def build_report(raw: RawCounts, *, target: str, pid: int | None, loop: str | No
                 by_name_loop[name] = by_name_loop.get(name, 0) + cell.count
             elif kind == UNATTRIBUTED:
                 unattributed += cell.count
-            if kind == REQUEST:
-                by_name_in_requests.setdefault(name, []).append(cell.count)
-                calls, t = request_totals.get(ident, (0, 0))
-                request_totals[ident] = (calls + cell.count, t + cell.time_ns)
+    for name, cell in raw.request_cells.items():
+        by_name_total.setdefault(name, Cell()).add(cell)
+        by_name_steady.setdefault(name, Cell()).add(cell)
+        total += cell.count
+    edge_requests = edge_calls = 0
+    for rid, calls in raw.request_calls.items():
+        n = sum(calls.values())
+        if window is not None and not window.holds(rid):
+            edge_requests += 1
+            edge_calls += n
+            continue
+        for name, count in calls.items():
+            by_name_in_requests.setdefault(name, []).append(count)
+        request_totals[rid] = (n, raw.request_time.get(rid, 0))
+    if edge_requests:
+        raw.notes.append(f"{edge_requests} request{'s' if edge_requests != 1 else ''} ran across "
+                         f"the window's edges (began before "
+                         f"it or were still running at its end): their {edge_calls} syscalls are "
+                         f"in the totals, not in the per-request figures")
 
     direct = raw.by == REQUEST  # the backend charged each call to the request current on its thread
     per_request = None
@@ -153,6 +187,9 @@ def build_report(raw: RawCounts, *, target: str, pid: int | None, loop: str | No
         notes=list(raw.notes),
         complete=raw.complete,
         python=f"{raw.python[0]}.{raw.python[1]}" if raw.python else None,
+        window_start_ns=window.start_ns if window is not None else None,
+        window_end_ns=window.end_ns if window is not None else None,
+        requests_across_edges=edge_requests,
     )
     if per_request is not None:
         report.by_route = route_costs(raw)
@@ -161,21 +198,38 @@ def build_report(raw: RawCounts, *, target: str, pid: int | None, loop: str | No
 
 
 MAX_ROUTES = 50
+UNNAMED = "(unnamed)"
 
 
 def route_costs(raw: RawCounts) -> list[RouteCost]:
-    """Direct counts per request name, over the named requests that made a syscall, leaving
-    out those that began before counting did (their first calls were not counted)."""
+    """Direct counts per request name over the window's requests (all of them, those that
+    made no syscall included, when the window is known; else those that made one). A request
+    whose name was lost (its begin record overwritten before it was read) is "(unnamed)"."""
     calls_by_route: dict[str, dict[str, int]] = {}
     requests_by_route: dict[str, int] = {}
-    for (kind, ident), names in raw.cells.items():
-        if kind != REQUEST or ident in raw.requests_begun_before:
-            continue
-        route = raw.request_names.get(ident) or "(unnamed)"
+    names, window = raw.request_names, raw.window
+
+    def add(route: str, calls: dict[str, int] | None) -> None:
         requests_by_route[route] = requests_by_route.get(route, 0) + 1
-        calls = calls_by_route.setdefault(route, {})
-        for name, cell in names.items():
-            calls[name] = calls.get(name, 0) + cell.count
+        acc = calls_by_route.setdefault(route, {})
+        for name, count in (calls or {}).items():
+            acc[name] = acc.get(name, 0) + count
+
+    if window is not None:
+        seen = 0
+        for rid in range(window.first_after + 1, window.last_id + 1):
+            if not window.holds(rid):
+                continue
+            calls, name = raw.request_calls.get(rid), names.get(rid)
+            if calls is None and name is None:
+                continue
+            seen += 1
+            add(name or UNNAMED, calls)
+        for _ in range(max(0, window.count - seen)):      # no name and no syscall
+            add(UNNAMED, None)
+    else:
+        for rid, calls in raw.request_calls.items():
+            add(names.get(rid) or UNNAMED, calls)
     out = []
     for route, n in sorted(requests_by_route.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_ROUTES]:
         calls = calls_by_route[route]

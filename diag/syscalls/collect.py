@@ -27,6 +27,7 @@ from .aggregate import build_report
 from .counts import REQUEST, TASK, THREAD, UNATTRIBUTED, RawCounts
 
 REFRESH_S = 0.02          # how often thread slots and request names are refreshed
+SWITCH_EVERY_S = 0.05     # how often the eBPF maps are drained (diag.syscalls.bpf)
 BACKENDS = ("auto", "bpf", "ptrace")
 
 # The gate: waits for one byte on fd argv[1], then becomes the command (same pid). -S -E: no
@@ -206,14 +207,21 @@ def choose_backend(requested: str, notify: Callable[[str], None]) -> tuple[str, 
 # ------------------------------------------------------------------------------------ measuring
 @dataclass
 class Window:
-    """Counts requests done over the measurement from the probe file, if the target has one."""
+    """The requests a measurement counts, from the target's probe file, if it has one.
+
+    The window's edges are read from state the target keeps current in its probe file (the
+    request counters and the table of requests running: ``runtime.probefile``, "Requests a
+    window counts"), never from the ring, so which requests it holds does not depend on this
+    reader keeping up: a window holds the requests that began after ``start`` and ended before
+    ``end``. The ring is followed only for names."""
 
     pid: int
     by: str
     view: object = None
-    baseline: int = 0
     opened_late: bool = False  # first opened after the target ran a while (--pid)
-    counting_from_ns: int = 0  # monotonic ns from which calls are counted (--pid), 0: from the start
+    start: object = None       # the RequestEdge at the window's start; None: the target's start
+    end: object = None         # ... at its end
+    start_ns: int = 0          # monotonic ns of the start edge
 
     def poll(self, counter=None) -> None:
         from .slots import NoProbeFile, ProbeView
@@ -223,32 +231,69 @@ class Window:
                 self.view = ProbeView.open(self.pid)
             except NoProbeFile:
                 return
-            if self.opened_late:
-                self.baseline = self.view.counters().get("requests_done", 0)
         if counter is not None and self.by in (REQUEST, TASK):
             counter.set_slots(self.view.slot_addresses(self.by))
         self.view.follow_requests()
+        self.view.name_live_requests()
 
-    def rebase(self) -> None:
-        """Count requests from now on (called once the counter is attached)."""
-        if self.view is not None and self.opened_late:
-            self.baseline = self.view.counters().get("requests_done", 0)
-            self.counting_from_ns = time.monotonic_ns()
+    def open_edge(self) -> None:
+        """The window starts now (called as the counter starts counting)."""
+        self.start_ns = time.monotonic_ns()
+        if self.view is not None:
+            self.view.skip_to_now()        # records before the window are no loss of its own
+            self.start = self.view.edge()
+            self.start_ns = self.start.ns_after
+
+    def close_edge(self) -> None:
+        """The window ends now (called just before the counter stops counting)."""
+        if self.view is not None:
+            self.view.follow_requests()
+            self.view.name_live_requests()
+            self.end = self.view.edge()
+
+    def request_window(self):
+        from .counts import RequestWindow
+
+        if self.end is None:
+            return None
+        start = self.start
+        first_after = start.last_id if start else 0
+        begun = self.end.begun - (start.begun if start else 0)
+        running = set(self.end.live)
+        running_new = sum(1 for rid in running if first_after < rid <= self.end.last_id)
+        return RequestWindow(
+            first_after=first_after, last_id=self.end.last_id, running_at_end=running,
+            count=max(0, begun - running_new),
+            unlisted=self.end.unlisted - (start.unlisted if start else 0),
+            start_ns=self.start_ns, end_ns=self.end.ns_before)
 
     def fill(self, raw: RawCounts) -> None:
         if self.view is None:
             return
         self.view.follow_requests()
-        raw.requests_done = self.view.counters().get("requests_done", 0) - self.baseline
+        window = self.request_window()
+        raw.window = window
+        if window is not None:
+            raw.requests_done = window.count
         raw.request_names.update(self.view.request_names)
-        raw.requests_begun_before = {rid for rid, ns in self.view.request_begun_ns.items()
-                                     if ns < self.counting_from_ns}
         for task, name in self.view.task_names.items():
             raw.bucket_names[(TASK, task)] = name
         raw.loop = self.view.header.loop_kind or None
+        if window is not None and window.unlisted:
+            raw.notes.append(f"{window.unlisted} requests began while the target's table of running "
+                             f"requests was full: the window's count of requests may be off by "
+                             f"as many")
         if self.view.records_lost:
-            raw.notes.append(f"{self.view.records_lost} probe records were overwritten before they "
-                             f"were read: some request names are missing")
+            unnamed = 0
+            if window is not None:
+                names = raw.request_names
+                unnamed = sum(1 for rid in range(window.first_after + 1, window.last_id + 1)
+                              if rid not in names and window.holds(rid))
+            raw.notes.append(
+                f"{self.view.records_lost} probe records were overwritten before they were read: "
+                + (f"{unnamed} of the window's {window.count} requests have no name; "
+                   if window is not None else "some request names are missing; ")
+                + "every count is exact")
 
     def close(self) -> None:
         if self.view is not None:
@@ -287,7 +332,7 @@ def measure_bpf(*, pid: int | None, cmd: list[str] | None, duration: float | Non
             from .slots import NoProbeFile, ProbeView
             try:
                 ProbeView.open(pid).close()
-                reason = "no probe file"
+                reason = "no probe region"
             except NoProbeFile as exc:
                 reason = str(exc)
             note = f"{reason}; counting per thread instead"
@@ -297,33 +342,42 @@ def measure_bpf(*, pid: int | None, cmd: list[str] | None, duration: float | Non
     raw = RawCounts(backend="bpf", by=eff_by)
     version = PythonVersion(raw, pid, running=launched is None)
     try:
-        counter = BpfCounter(BpfOptions(tgid=pid, by=eff_by))
+        counter = BpfCounter(BpfOptions(tgid=pid, by=eff_by), counting=launched is not None)
     except Exception as exc:
         if launched:
             launched.proc.kill()
             launched.close()
         raise CoroscopeError(f"eBPF program failed to load: {str(exc).splitlines()[0] if str(exc) else exc!r}")
-    poll = (lambda: window.poll(counter)) if eff_by != THREAD else (lambda: window.poll())
 
     def tick() -> None:
-        poll()
+        window.poll(counter if eff_by != THREAD else None)
+        if counter.due(SWITCH_EVERY_S):
+            counter.switch(raw)
         version.learn(window)
 
     t0 = time.monotonic()
     try:
         if launched:
+            window.open_edge()         # from the target's start: the counter counts already
             launched.release()
             done = lambda: launched.proc.poll() is not None  # noqa: E731
         else:
-            tick()                 # slots known before we say we are counting
-            window.rebase()
+            window.poll(counter if eff_by != THREAD else None)   # slots known before counting
+            counter.open()
+            window.open_edge()
             notify(f"counting syscalls of pid {pid} by {eff_by} (bpf)"
                    f"{'' if duration is None else f' for {duration:g} s'}")
             done = lambda: not alive(pid, ticks)  # noqa: E731
+        t0 = time.monotonic()
         ended = _wait_loop(None if duration is None else t0 + duration, done, tick)
+        window.close_edge()
+        counter.finish(raw)        # the window ends here: what a command does once asked to end is not in it
         raw.duration_s = time.monotonic() - t0
-        counter.read(raw)          # the window ends here: what a command does once asked to end is not in it
         window.fill(raw)
+        if raw.overflowed:
+            raw.notes.append(f"{raw.overflowed} syscalls could not be charged to their request or "
+                             f"task (the eBPF maps were full between two drains): they are in the "
+                             f"totals, and the per-request figures may be short by as many")
         if launched and not ended:
             launched.stop()
         if launched and launched.failure(raw.duration_s):
@@ -339,8 +393,8 @@ def measure_bpf(*, pid: int | None, cmd: list[str] | None, duration: float | Non
         if launched:
             launched.close()
     if eff_by != THREAD and window.view is None:
-        # The target never published a probe file: its calls are all on "unattributed" threads.
-        note = "the target published no probe file (not a traced Python program?); counting per thread"
+        # The target never published a probe region: its calls are all on "unattributed" threads.
+        note = "the target published no probe region (not a traced Python program?); counting per thread"
         notify(note)
         notes.append(note)
         relabel_threads(raw)
@@ -414,8 +468,8 @@ def measure_ptrace(*, pid: int | None, cmd: list[str] | None, duration: float | 
     ticks = start_ticks(target_pid) if target_pid else None
     window = Window(target_pid or 0, THREAD, opened_late=cmd is None)
     window.poll()
-    window.rebase()
     if cmd is None:
+        window.open_edge()
         notify(f"counting syscalls of pid {pid} by thread (ptrace){'' if duration is None else f' for {duration:g} s'}")
     t0 = time.monotonic()
     if target_pid:
@@ -428,6 +482,7 @@ def measure_ptrace(*, pid: int | None, cmd: list[str] | None, duration: float | 
                            lambda: (window.poll(), version.learn(window)))
     else:
         ended = True
+    window.close_edge()
     raw.duration_s = time.monotonic() - t0
     if cmd and target_pid:
         if not ended:                        # the command we started: end it, strace follows

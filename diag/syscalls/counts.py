@@ -51,7 +51,6 @@ class RawCounts:
     sequence_limit: int = 0                   # sequences hold at most this many calls
     requests_done: int | None = None          # from the probe file counters, over the window
     request_names: dict[int, str] = field(default_factory=dict)
-    requests_begun_before: set[int] = field(default_factory=set)  # began before counting did
     bucket_names: dict[Bucket, str] = field(default_factory=dict)  # thread / task names when known
     has_timing: bool = True
     loop: str | None = None                   # the target's loop kind, from its probe file
@@ -60,6 +59,13 @@ class RawCounts:
     cannot_attribute: str | None = None
     notes: list[str] = field(default_factory=list)
     complete: bool = True
+    # Request buckets, kept compact (a window at 15,000 requests/s holds 150,000 of them): the
+    # calls of each request by name, its time, and one cell per name over all requests.
+    request_calls: dict[int, dict[str, int]] = field(default_factory=dict)
+    request_time: dict[int, int] = field(default_factory=dict)
+    request_cells: dict[str, Cell] = field(default_factory=dict)
+    overflowed: int = 0                       # calls counted by syscall alone (maps full)
+    window: "RequestWindow | None" = None     # which requests the window holds (probe file)
 
     def cell(self, bucket: Bucket, name: str) -> Cell:
         names = self.cells.setdefault(bucket, {})
@@ -67,6 +73,76 @@ class RawCounts:
         if c is None:
             c = names[name] = Cell()
         return c
+
+    def add_cell(self, kind: str, ident: int, name: str, count: int, time_ns: int = 0,
+                 timed: int = 0, returned: int = 0, max_request_size: int = 0) -> None:
+        """Add one drained (bucket, syscall) cell."""
+        if kind == REQUEST:
+            calls = self.request_calls.get(ident)
+            if calls is None:
+                calls = self.request_calls[ident] = {}
+            calls[name] = calls.get(name, 0) + count
+            self.request_time[ident] = self.request_time.get(ident, 0) + time_ns
+            c = self.request_cells.get(name)
+            if c is None:
+                c = self.request_cells[name] = Cell()
+        else:
+            c = self.cell((kind, ident), name)
+        c.count += count
+        c.time_ns += time_ns
+        c.timed += timed
+        c.returned += returned
+        if max_request_size > c.max_request_size:
+            c.max_request_size = max_request_size
+
+    def add_errors(self, kind: str, ident: int, name: str, err: int, n: int) -> None:
+        if kind == REQUEST:
+            c = self.request_cells.setdefault(name, Cell())
+        else:
+            c = self.cell((kind, ident), name)
+        c.errors[err] = c.errors.get(err, 0) + n
+
+    def add_overflow(self, name: str, n: int) -> None:
+        """Calls whose (bucket, syscall) cell found the map full: counted, not attributed."""
+        self.cell((UNATTRIBUTED, 0), name).count += n
+        self.overflowed += n
+
+    def add_sequence(self, rid: int, names: tuple, limit: int) -> None:
+        """A request's calls in order, continued from an earlier drain's (a request that spans
+        an epoch switch has its first calls in one map set and the next ones in the other)."""
+        before = self.sequences.get(rid)
+        seq = names if before is None else (tuple(before) + names)[:limit]
+        self.sequences[rid] = self._interned.setdefault(seq, seq)
+
+    @property
+    def _interned(self) -> dict:
+        d = self.__dict__.get("_seq_interned")
+        if d is None:
+            d = self.__dict__["_seq_interned"] = {}
+        return d
+
+    def request_buckets(self):
+        """Every request bucket as (id, {name: calls}), as the aggregator reads them."""
+        return self.request_calls.items()
+
+
+@dataclass
+class RequestWindow:
+    """Which requests a window holds, from the probe file's edges (``runtime.probefile``,
+    "Requests a window counts"): those with an id above ``first_after`` ... up to ``last_id``
+    that were not running at its end. ``count`` is how many (requests that made no syscall
+    included); ``unlisted`` requests the target could not list, by which ``count`` may be off."""
+
+    first_after: int
+    last_id: int
+    running_at_end: set[int]
+    count: int
+    unlisted: int = 0
+    start_ns: int = 0
+    end_ns: int = 0
+
+    def holds(self, rid: int) -> bool:
+        return self.first_after < rid <= self.last_id and rid not in self.running_at_end
 
 
 def errno_name(code: int) -> str:

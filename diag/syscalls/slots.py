@@ -1,8 +1,8 @@
 """The target's probe file, as the syscall counter needs it: slot addresses, requests done, names.
 
 The eBPF program needs, for each thread of the target, the address *in the target* of the id it
-charges syscalls to. That is the base of the probe file's mapping (from /proc/PID/maps, by the
-file's path) plus the slot's offset plus the field's offset (``runtime.probefile`` documents the
+charges syscalls to. That is the base of the probe region's mapping (from /proc/PID/maps, by the
+region's inode) plus the slot's offset plus the field's offset (``runtime.probefile`` documents the
 layout). We map the file read-only in our own process to learn which slot belongs to which
 thread, and to read the requests-done counter and the request names from the ring. Everything
 here reads memory or /proc; none of it makes the target do anything.
@@ -25,23 +25,6 @@ class NoProbeFile(Exception):
     """The process publishes no (live, current) probe file; the message says which case."""
 
 
-def mapping_base(pid: int, path: str) -> int | None:
-    """Start address of the first mapping of ``path`` in ``pid`` (offset 0), or None."""
-    try:
-        with open(f"/proc/{pid}/maps") as f:
-            for line in f:
-                parts = line.split(None, 5)
-                if len(parts) == 6:
-                    mapped = parts[5].rstrip("\n")
-                    if mapped.endswith(" (deleted)"):
-                        mapped = mapped[: -len(" (deleted)")]
-                    if mapped == path and int(parts[2], 16) == 0:
-                        return int(parts[0].split("-")[0], 16)
-    except OSError:
-        return None
-    return None
-
-
 @dataclass
 class ProbeView:
     """A read-only view of one process's probe file."""
@@ -59,32 +42,34 @@ class ProbeView:
 
     @classmethod
     def open(cls, pid: int) -> "ProbeView":
-        path = pf.probe_path(pid)
+        from ..errors import CoroscopeError
+        from ..probe import map_region
+
         try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            raise NoProbeFile(f"pid {pid} publishes no probe file ({path}): it does not run with COROSCOPE_TRACE=1")
-        except OSError as exc:
-            raise NoProbeFile(f"cannot open {path}: {exc.strerror}")
-        try:
-            size = os.fstat(fd).st_size
-            if size == 0:
-                raise NoProbeFile(f"{path} is empty")
-            mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
-        finally:
-            os.close(fd)
+            mm, path = map_region(pid)
+        except CoroscopeError as exc:
+            raise NoProbeFile(str(exc).replace("start it with", "it does not run with")
+                              .replace(" or call runtime.tracing.enable()", ""))
         try:
             header = pf.parse_header(mm)
         except pf.ProbeFormatError as exc:
             mm.close()
-            raise NoProbeFile(f"{path}: {exc}")
+            raise NoProbeFile(f"pid {pid}'s probe region: {exc}")
         if header.pid != pid or (header.start_ticks and header.start_ticks != pf.process_start_ticks(pid)):
             mm.close()
-            raise NoProbeFile(f"{path} is stale: left by an earlier process with pid {pid}")
-        base = mapping_base(pid, path)
+            raise NoProbeFile(f"pid {pid}'s probe region names another process")
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            fd = None
+        try:
+            base = pf.mapping_base(pid, fd) if fd is not None else None
+        finally:
+            if fd is not None:
+                os.close(fd)
         if base is None:
             mm.close()
-            raise NoProbeFile(f"pid {pid} does not map {path}")
+            raise NoProbeFile(f"pid {pid} does not map its probe region")
         return cls(pid, path, mm, header, base)
 
     def slot_addresses(self, by: str) -> dict[int, int]:
@@ -126,6 +111,25 @@ class ProbeView:
                 coro = pf.read_string(self.mm, layout, f["c"])
                 self.task_names[f["task"]] = f"{name} ({coro})" if coro else name
             self.next_seq += 1
+
+    def skip_to_now(self) -> None:
+        """Move the cursor to the records being written now, forgetting losses so far."""
+        written = self.counters().get("records_written", 0)
+        self.next_seq = max(self.next_seq, written + 1 - 64)   # the counter lags a little
+        self.records_lost = 0
+
+    def edge(self) -> pf.RequestEdge:
+        """The requests' state now, as a window's edge needs it (``runtime.probefile``)."""
+        return pf.read_request_edge(self.mm, self.header.layout)
+
+    def name_live_requests(self) -> None:
+        """Names of the requests running now, from the LIVE table: a request whose begin
+        record was overwritten before it was read keeps its name if it ran long enough to be
+        seen here."""
+        for rid, (_parent, sid, begun_ns) in pf.read_live(self.mm, self.header.layout).items():
+            if rid not in self.request_names:
+                self.request_names[rid] = pf.read_string(self.mm, self.header.layout, sid)
+                self.request_begun_ns.setdefault(rid, begun_ns)
 
     def close(self) -> None:
         try:

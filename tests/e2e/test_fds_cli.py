@@ -67,7 +67,7 @@ def test_untraced_process_says_there_are_no_stacks(tmp_path):
         _stop(proc)
     assert out.returncode == 0
     assert "opening stacks: none" in out.stdout
-    assert f"notice: no opening stacks: pid {proc.pid} publishes no probe file" in out.stdout
+    assert f"notice: no opening stacks: pid {proc.pid} publishes no probe region" in out.stdout
     assert any(line.split()[:2] == [str(efd), "eventfd"] for line in out.stdout.splitlines())
 
 

@@ -107,7 +107,7 @@ def test_no_probe_file_falls_back_to_threads_and_target_exit_keeps_counts(tmp_pa
         p.wait()
     stderr = "".join(said) + rest
     assert c.returncode == 0, stderr
-    assert "publishes no probe file" in stderr and "counting per thread instead" in stderr
+    assert "publishes no probe region" in stderr and "counting per thread instead" in stderr
     assert f"pid {p.pid} exited after" in stderr
     rep = json.loads(out.read_text())
     assert rep["by"] == "thread" and rep["complete"] is False
@@ -126,7 +126,13 @@ def test_attach_by_pid_to_a_traced_process(tmp_path):
     out = tmp_path / "r.json"
     try:
         deadline = time.monotonic() + 10
-        while not os.path.exists(f"/dev/shm/coroscope-{p.pid}.probe") and time.monotonic() < deadline:
+        from runtime.probefile import region_paths
+        while time.monotonic() < deadline:
+            try:
+                if region_paths(p.pid):
+                    break
+            except FileNotFoundError:
+                pass
             time.sleep(0.02)
         c = subprocess.Popen([*COROSCOPE, "--pid", str(p.pid), "--duration", "30", "--json", str(out)],
                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
