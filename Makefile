@@ -14,7 +14,7 @@ setup: system-deps $(VENV)/.installed $(VENV)/.system-bcc
 system-deps:
 	@bash scripts/system-deps.sh
 
-$(VENV)/.installed: pyproject.toml setup.py diag/bootstrap/coroscope-startup.pth
+$(VENV)/.installed: pyproject.toml setup.py diag/bootstrap/coroscope-startup.pth runtime/_speedups.c
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'

@@ -31,7 +31,11 @@ for v in ${PYTHONS:-3.12 3.13}; do
         continue
     fi
     venv=".venv-$v"
-    if [ ! -f "$venv/.installed" ] || [ pyproject.toml -nt "$venv/.installed" ] || [ setup.py -nt "$venv/.installed" ]; then
+    stale=0                      # what the Makefile's .venv depends on, the same for this one
+    for f in pyproject.toml setup.py diag/bootstrap/coroscope-startup.pth runtime/_speedups.c; do
+        [ "$f" -nt "$venv/.installed" ] && stale=1
+    done
+    if [ ! -f "$venv/.installed" ] || [ $stale = 1 ]; then
         [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
         "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
         "$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'

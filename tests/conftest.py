@@ -28,8 +28,6 @@ def pytest_addoption(parser):
 # What does not pass yet on CPython 3.12 / 3.13, with why: skipped there with that reason, so the
 # runs say it every time.
 NOT_YET_ON_LATER_PYTHONS = {
-    "test_syscalls_e2e.py": "its runs as uid nobody need an interpreter nobody can execute, "
-                            "and pyenv's 3.12 and 3.13 live under root's 0700 home",
 }
 
 
