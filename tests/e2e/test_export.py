@@ -331,10 +331,13 @@ def test_syscalls_per_request_are_exact_histograms():
                 < before["count"] + 500:
             assert time.monotonic() < deadline, now
             time.sleep(0.2)
-        # each echo request is one sendto (its recv happens before the request begins)
-        assert now["count"] - before["count"] == 500
-        assert now["sum"] - before["sum"] == 500
-        assert now["le=1.0"] - before["le=1.0"] == 500 and now["le=0.0"] == before["le=0.0"]
+        # each echo request is one sendto (its recv happens before the request begins); a request
+        # under way when the counter attached is counted with the window it ends in: one per
+        # connection at that edge (seen 1 run in 3), and every request counted has exactly one
+        added = now["count"] - before["count"]
+        assert added in (500, 501), (before, now)
+        assert now["sum"] - before["sum"] == added
+        assert now["le=1.0"] - before["le=1.0"] == added and now["le=0.0"] == before["le=0.0"]
     finally:
         exporter.stop()
         service.stop()
