@@ -25,6 +25,7 @@ import threading
 import time
 
 from diag.errors import CoroscopeError, TargetGone
+from diag.started import stop_process
 
 _LISTENING = re.compile(r"listening on (?:https?://)?([\w.\-\[\]:]+?):(\d+)", re.I)
 _IN_USE = re.compile(r"address already in use|errno 98\b", re.I)
@@ -186,17 +187,9 @@ class Target:
         return self.proc.poll() is None
 
     def stop(self, grace: float = 5.0) -> int | None:
-        """SIGTERM, then SIGKILL to its session; returns the exit status. Keeps its output."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.pid, signal.SIGKILL)  # what is left of its tree: a worker never outlives it
-        except (ProcessLookupError, PermissionError):
-            pass
+        """SIGTERM, then SIGKILL to its session (what is left of its tree: a worker never
+        outlives it); returns the exit status. Keeps its output."""
+        stop_process(self.proc, ((signal.SIGTERM, grace),))
         if self.proc.poll() is None:
             self.proc.wait()
         drain = getattr(self, "_drain", None)
