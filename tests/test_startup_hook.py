@@ -17,6 +17,15 @@ CHECK = ("import sys, os; from pathlib import Path; "
          "from runtime import probefile as pf; print(bool(pf.region_paths(os.getpid())))")
 
 
+# runtime.run() under tracing: prints the loop kind the probe header names
+RUNTIME_LOOP_KIND = ("import os, runtime\n"
+                     "from diag import probe\n"
+                     "async def main():\n"
+                     "    with probe.attach(os.getpid()) as r:\n"
+                     "        print(r.header.loop_kind)\n"
+                     "runtime.run(main())\n")
+
+
 def _run(code: str, env_extra: dict, *flags: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("COROSCOPE_")}
     env.pop("PYTHONPATH", None)
@@ -57,13 +66,7 @@ def test_coroscope_trace_alone_traces_a_plain_asyncio_program():
 
 
 def test_the_header_names_the_loop_that_runs_not_the_one_asked_for():
-    code = ("import os, runtime\n"
-            "from diag import probe\n"
-            "async def main():\n"
-            "    with probe.attach(os.getpid()) as r:\n"
-            "        print(r.header.loop_kind)\n"
-            "runtime.run(main())\n")
-    out = _run(code, {"COROSCOPE_TRACE": "1", "COROSCOPE_LOOP": "asyncio"})
+    out = _run(RUNTIME_LOOP_KIND, {"COROSCOPE_TRACE": "1", "COROSCOPE_LOOP": "asyncio"})
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["runtime"]
 
@@ -71,14 +74,8 @@ def test_the_header_names_the_loop_that_runs_not_the_one_asked_for():
 def test_runtime_run_honours_coroscope_trace_without_the_hook():
     # -S: no site, so no .pth is run; the checkout on PYTHONPATH, as a user without coroscope
     # installed in that interpreter would have it
-    code = ("import os, runtime\n"
-            "from diag import probe\n"
-            "async def main():\n"
-            "    with probe.attach(os.getpid()) as r:\n"
-            "        print(r.header.loop_kind)\n"
-            "runtime.run(main())\n")
     paths = [str(ROOT), sysconfig.get_paths()["purelib"]]
-    out = _run(code, {"COROSCOPE_TRACE": "1", "PYTHONPATH": os.pathsep.join(paths)}, "-S")
+    out = _run(RUNTIME_LOOP_KIND, {"COROSCOPE_TRACE": "1", "PYTHONPATH": os.pathsep.join(paths)}, "-S")
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["runtime"]
 
