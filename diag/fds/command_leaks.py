@@ -98,8 +98,8 @@ def run_cycle_child(target: str, args: argparse.Namespace) -> LeakReport:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     try:
         # the workload's own output goes to stderr so --json stays clean
-        proc = subprocess.run(cmd, stdout=sys.stderr.fileno(), stderr=subprocess.PIPE, text=True,
-                              env=env, timeout=args.timeout)
+        proc = _run_to_end(cmd, args.timeout, stdout=sys.stderr.fileno(), stderr=subprocess.PIPE,
+                           text=True, env=env)
         if proc.returncode == EXIT_BAD_TARGET:
             line = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "cannot load target"
             raise CoroscopeError(line.removeprefix("coroscope-child: error: "))
@@ -117,6 +117,22 @@ def run_cycle_child(target: str, args: argparse.Namespace) -> LeakReport:
             os.unlink(out)
         except FileNotFoundError:
             pass
+
+
+def _run_to_end(cmd: list[str], timeout: float, **popen) -> subprocess.CompletedProcess:
+    """Run a workload to completion, as subprocess.run does; one that outlives ``timeout`` is
+    asked to end the way every command coroscope started is (diag.started: SIGINT, SIGTERM,
+    then SIGKILL, each with its grace), not killed outright, then TimeoutExpired is raised."""
+    from diag.started import stop_process
+
+    with subprocess.Popen(cmd, **popen) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            stop_process(proc)
+            proc.communicate()
+            raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,7 +174,7 @@ def run_command_cycles(cmd: list[str], *, cycles: int, warmup: int, retry_timeou
 
     def run_once() -> None:
         try:
-            subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=sys.stderr.fileno(), timeout=timeout)
+            _run_to_end(cmd, timeout, stdin=subprocess.DEVNULL, stdout=sys.stderr.fileno())
         except FileNotFoundError:
             raise CoroscopeError(f"no such command: {cmd[0]}") from None
         except PermissionError:

@@ -115,3 +115,26 @@ def test_bad_targets_one_line():
     assert "has no function no_such_function()" in proc.stderr
     proc = run(CLI + ["--", "/nonexistent/command", "arg"], cwd=ROOT)
     assert (proc.returncode, proc.stderr.strip()) == (2, "coroscope: error: no such command: /nonexistent/command")
+
+
+STUCK = textwrap.dedent("""
+    import pathlib, signal, sys, time
+    def asked(sig, frame):
+        pathlib.Path(sys.argv[1]).write_text(signal.Signals(sig).name)
+        sys.exit(0)
+    signal.signal(signal.SIGINT, asked)
+    print("started", flush=True)
+    time.sleep(60)
+""")
+
+
+def test_a_workload_past_its_timeout_is_asked_to_end_not_killed(tmp_path):
+    """The workload that never finishes gets SIGINT first (as every command coroscope starts:
+    diag.started), so its finally blocks and atexit run; the report is one line and exit 1."""
+    script, marker = tmp_path / "stuck.py", tmp_path / "asked"
+    script.write_text(STUCK)
+    proc = run(CLI + ["--cycles", "1", "--warmup", "0", "--timeout", "1", "--",
+                      sys.executable, str(script), str(marker)], timeout=60, cwd=ROOT)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].endswith("did not finish in 1 s"), proc.stderr
+    assert marker.read_text() == "SIGINT"
