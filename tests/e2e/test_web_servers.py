@@ -139,7 +139,7 @@ async def test_top_shows_requests_by_route_name(service):
 
 def _syscalls_under_wrk(target_pid: int, port: int, tmp_path, extra=()) -> dict:
     out = tmp_path / "syscalls.json"
-    cmd = [sys.executable, "-m", "diag.cli", "syscalls", "--pid", str(target_pid), "--duration", "6",
+    cmd = [sys.executable, "-m", "diag.cli", "syscalls", "--pid", str(target_pid), "--duration", "4",
            "--json", str(out), *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -148,7 +148,7 @@ def _syscalls_under_wrk(target_pid: int, port: int, tmp_path, extra=()) -> dict:
             line = proc.stderr.readline()
             if not line:
                 raise AssertionError(f"syscalls said nothing: {proc.stdout.read()}")
-        subprocess.run(["wrk", "-t1", "-c8", "-d3s", f"http://127.0.0.1:{port}/items/7"],
+        subprocess.run(["wrk", "-t1", "-c8", "-d2s", f"http://127.0.0.1:{port}/items/7"],
                        capture_output=True, timeout=60, check=True)
         stdout, stderr = proc.communicate(timeout=90)
     finally:

@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -53,8 +54,11 @@ class Service:
         self.cmd = command(server, self.port, app)
         env = dict(os.environ, COROSCOPE_TRACE="1", **(env or {}))
         env.pop("COROSCOPE_LOOP", None)
+        # a file, not a pipe: under load the servers' access logs (aiohttp's goes to stderr)
+        # would fill a pipe nobody reads and block the server in write()
+        self.output = tempfile.TemporaryFile(prefix="coroscope-test-service-")
         self.proc = subprocess.Popen(self.cmd, cwd=APPS, env=env, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                                     stdout=self.output, stderr=subprocess.STDOUT)
         self.pid = self.proc.pid
 
     def wait_listening(self, timeout: float = 30.0) -> None:
@@ -62,7 +66,7 @@ class Service:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"{self.cmd} exited with {self.proc.returncode}: "
-                                     f"{self.proc.stdout.read().decode(errors='replace')[-2000:]}")
+                                     f"{self.printed()[-2000:]}")
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
                 return
@@ -84,6 +88,10 @@ class Service:
             conn.close()
         return statuses
 
+    def printed(self) -> str:
+        self.output.seek(0)
+        return self.output.read().decode(errors="replace")
+
     def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -92,7 +100,7 @@ class Service:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self.proc.stdout.close()
+        self.output.close()
         return self.proc.returncode
 
 
