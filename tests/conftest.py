@@ -10,13 +10,16 @@ if str(ROOT) not in sys.path:
 
 
 # Tests whose outcome cannot depend on the CPython version (rendering, argument parsing, pure
-# arithmetic on our own data): `make test` runs them on the default version only, and the runs
-# on the other versions (scripts/test-other-pythons.sh) pass --version-dependent-only.
+# arithmetic on our own data, how coroscope starts, stops and reports on a command): `make test`
+# runs them on the default version only, and the runs on the other versions
+# (scripts/test-other-pythons.sh) pass --version-dependent-only. A file listed here is
+# version-independent as a whole; a single test says so with @pytest.mark.version_independent.
 VERSION_INDEPENDENT = {
     "test_backtrace_format.py", "test_benchmark_paired.py", "test_benchmark_spread.py", "test_check.py", "test_cli.py",
     "test_dashboard_app.py", "test_dashboard_cli.py", "test_dashboard_scenario.py",
     "test_doctor.py", "test_export_units.py", "test_pprof.py", "test_syscalls.py",
     "test_warnings.py", "test_report_html.py", "test_dashboard_tmux.py", "test_live_awaits.py",
+    "test_started_command.py", "test_export_push.py",
 }
 
 
@@ -40,6 +43,7 @@ def pytest_collection_modifyitems(config, items):
             why = NOT_YET_ON_LATER_PYTHONS.get(item.path.name)
             if why:
                 item.add_marker(pytest.mark.skip(reason=f"not yet on CPython 3.12+: {why}"))
-    kept = [item for item in items if item.path.name not in VERSION_INDEPENDENT]
+    kept = [item for item in items if item.path.name not in VERSION_INDEPENDENT
+            and item.get_closest_marker("version_independent") is None]
     config.hook.pytest_deselected(items=[i for i in items if i not in kept])
     items[:] = kept
