@@ -21,7 +21,10 @@ Two measurements, builds interleaved so drift in the machine hits each alike:
 2. Requests/s with the client in another process (skipped with --quick): what a user sees, but
    on this shared 2-core box it swings by tens of percent from run to run ('spread').
 
-Targets (issue 3): off within 3%, on within 15%.
+Targets (issue 19): off within 1% of removed; on within 5% at 1 connection and 3% at 50.
+With the accelerator built, tracing on runs the C iteration (runtime._speedups.trace_iteration,
+chosen by runtime.accel): the iteration record and the plain callbacks outside any request in
+C, the records of task steps and requests in the tracer's Python.
 """
 from __future__ import annotations
 
@@ -41,7 +44,8 @@ from benchmarks.procs import kill_if_running, stop_server
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILDS = ("removed", "off", "on")
-TARGET_OFF, TARGET_ON = 0.03, 0.15
+TARGET_OFF = 0.01
+TARGET_ON = {1: 0.05, 50: 0.03}          # by connections
 # Modules of the runtime that hold tracepoints (the tracer's own modules are not rewritten).
 _NOT_REWRITTEN = {"runtime.tracing", "runtime.probefile", "runtime.requests"}
 
@@ -248,8 +252,8 @@ def run(quick: bool = False) -> dict:
                       "on_vs_removed": best["removed"] / best["on"] - 1}
     report = {"cpu": cpu, "cpu_trials": {"rounds": rounds, "requests": requests, "trials": trials},
               "tracepoints_removed": count_tracepoints_removed(),
-              "off_within_3pct": min(v["off_vs_removed"] for v in cpu.values()) >= -TARGET_OFF,
-              "on_within_15pct": min(v["on_vs_removed"] for v in cpu.values()) >= -TARGET_ON}
+              "off_within_target": min(v["off_vs_removed"] for v in cpu.values()) >= -TARGET_OFF,
+              "on_within_target": all(cpu[c]["on_vs_removed"] >= -TARGET_ON[c] for c in cpu)}
     if quick:
         return report
     # 2. Requests/s with a separate client process (what a user sees, and what the box's noise hits).
@@ -294,7 +298,8 @@ def render(report: dict) -> str:
     lines.append("")
     lines.append(f"tracepoint tests compiled out in 'removed': {report['tracepoints_removed']}")
     lines.append(f"verdict (min CPU per request, the throughput of a CPU-bound loop): "
-                 f"off within 3%: {report['off_within_3pct']}   on within 15%: {report['on_within_15pct']}")
+                 f"off within {TARGET_OFF:.0%}: {report['off_within_target']}   on within "
+                 f"{TARGET_ON[1]:.0%} (1 conn) / {TARGET_ON[50]:.0%} (50): {report['on_within_target']}")
     return "\n".join(lines)
 
 

@@ -84,6 +84,7 @@ import threading
 import time
 import types
 
+from . import accel
 from . import probefile as pf
 
 _monotonic_ns = time.monotonic_ns
@@ -537,20 +538,127 @@ def _fast_tracepoints(tracer: _On) -> dict:
 
     poll_stamp = [0]       # io_ready: when the current poll's first event was recorded; 0: none yet
 
-    # loop_iterations and io_ready are counted here only, so they are kept in this closure and
-    # stored with records_written (the counter after them) in one pack.
-    n_iterations, n_io_ready = counters[_ITER], counters[_IO_READY]
+    # loop_iterations and io_ready are stored with records_written (the counter after them) in
+    # one pack; they are read back from the mapping, where the C iteration keeps them too.
     pack3, counters_at = struct.Struct("<qqq").pack_into, w.layout.counters_off + 8 * _ITER
     assert _IO_READY == _ITER + 1 and _RECORDS == _ITER + 2
     queued_by = 0          # the end of the current iteration's poll: its steps were queued by then
     callbacks_end = 0      # when the last iteration's callbacks ended: the next poll began just after
+
+    def run_one(handle, t, exact, queued, report_error):
+        """Run one ready handle as the traced loop does; ``t``: when it starts (``exact`` False:
+        only a lower bound, the poll's end, and a task step reads the clock itself), ``queued``:
+        the end of its iteration's poll (0: unknown). Returns the clock at its end, -1 if it was cancelled.
+        The Python ``iteration`` runs every handle through it; the C one
+        (runtime._speedups.trace_iteration) only those that are not a plain callback outside any
+        request, which get no record."""
+        nonlocal callbacks_end
+        if handle._cancelled:
+            return -1
+        cb = handle._callback
+        owner = getattr(cb, "__self__", None)
+        is_task = is_task_type.get(type(owner))
+        if is_task is None:
+            is_task = is_task_type[type(owner)] = issubclass(type(owner), task_types)
+        if is_task:
+            # Which of the Task's callbacks: its __step (queued by itself, or at creation),
+            # its wakeup (queued by the future it awaited), or another method (task.cancel
+            # through call_later): not a step at all, run as a plain callback.
+            wake = wake_of_type.get(type(cb))
+            if wake is None:
+                wake = wake_of_type[type(cb)] = _wake_of_callback_type(type(cb))
+            if wake < 0:
+                wake = step_names.get(getattr(cb, "__name__", ""), 0)
+                is_task = wake != 0
+        ctx = handle._context
+        req = ctx.get(request_var, 0)
+        slot = None
+        if is_task or req:
+            slot = slot_of_ident.get(_get_ident())
+            if slot is None:
+                slot = w.thread_slot()
+                if slot == _NO_THREAD:
+                    slot = None
+        if slot is None:
+            # A plain callback outside any request (or a thread with no slot left): no
+            # record, but timed, so that a data_received that blocks the loop is reported
+            # like a slow task step.
+            if type(handle) is handle_type or type(handle) is timer_handle_type:
+                try:
+                    ctx.run(cb, *handle._args)
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException as exc:
+                    report_error(handle, exc)
+            else:
+                handle._run()
+            t1 = _monotonic_ns()
+            if t1 - t >= slow_ns:
+                slow_callback(slot_of_ident.get(_get_ident(), _NO_THREAD), 0, t1 - t, cb)
+            return t1
+        base = slot * _SLOT_WORDS
+        if is_task:
+            task = ids.get(id(owner))
+            if task is None or task < 0:
+                # its first step (WAKE_FIRST), or a task registered late, history unknown
+                if task is None:
+                    wake = _WAKE_WOKEN if wake == _WAKE_WOKEN else _WAKE_UNKNOWN
+                elif wake == _WAKE_SELF:
+                    wake = _WAKE_FIRST
+                task = task_id(owner, slot)
+            head = slot << 16
+            if not exact:
+                t = _monotonic_ns()
+            words[base + 1] = task
+            words[base + 2] = req
+            words[base + 3] = t
+            cur[slot] = task
+            seq = next_seq()
+            at = offsets[seq & ring_mask]
+            # wake in b, not in the head word, and a duration, not a second timestamp: struct
+            # packs an int under 2**30 (one CPython digit) at a fraction of the cost of a
+            # larger one (measured: some 300 instructions a field), and the head's aux is
+            # bits 32..63
+            pack_task_ab(mm, at, seq, _STEP_BEGIN | head, t, task, req,
+                         t - queued if queued else 0, wake, seq)
+        else:
+            # A plain callback in a request: the slot names the request while it runs.
+            words[base + 2] = req
+        fatal = None
+        try:
+            if type(handle) is handle_type or type(handle) is timer_handle_type:
+                ctx.run(cb, *handle._args)
+            else:
+                handle._run()
+        except (SystemExit, KeyboardInterrupt) as exc:
+            fatal = exc
+        except BaseException as exc:
+            report_error(handle, exc)
+        t1 = _monotonic_ns()
+        words[base + 2] = 0
+        if is_task:
+            words[base + 1] = 0
+            words[base + 3] = 0
+            cur[slot] = 0
+            seq = next_seq()
+            at = offsets[seq & ring_mask]
+            pack_task_ab(mm, at, seq, _STEP_END | head, t1, task, req, t1 - t, 0, seq)
+            counters[_STEPS] += 1
+            if t1 - t >= slow_ns:
+                slow_step(slot, task, req, t1 - t, owner)
+        elif t1 - t >= slow_ns:
+            slow_callback(slot, req, t1 - t, cb)
+        if fatal is not None:
+            callbacks_end = t1
+            raise fatal
+        return t1
 
     def iteration(event_list, poll_end_ns, ready, ntodo, report_error):
         """One loop iteration after its poll: its record (event_list None: none), then the
         ``ntodo`` handles popped from ``ready`` and run (report_error None: none; the debug
         loop runs them itself through run_handle). ``report_error(handle, exc)`` is the loop's
         answer to a callback that raised, as Handle._run has it."""
-        nonlocal n_iterations, n_io_ready, queued_by, callbacks_end
+        nonlocal queued_by, callbacks_end
         if event_list is not None:
             # The poll's time: from the end of the last iteration's callbacks, so the few lines
             # of loop bookkeeping before the poll are counted in, and no clock is read for it.
@@ -578,9 +686,7 @@ def _fast_tracepoints(tracer: _On) -> dict:
                     # selectors' mask (1 read, 2 write) -> the record's (1 read, 4 write)
                     pack_a(mm, at, seq, io_head | ((mask & 1) | (mask & 2) << 1) << 32,
                            poll_end_ns, key[1], seq)
-            n_iterations += 1
-            n_io_ready += nevents
-            pack3(mm, counters_at, n_iterations, n_io_ready, seq)   # seq: the last handed out
+            pack3(mm, counters_at, counters[_ITER] + 1, counters[_IO_READY] + nevents, seq)
         if report_error is None:
             return
         popleft = ready.popleft
@@ -595,110 +701,22 @@ def _fast_tracepoints(tracer: _On) -> dict:
             t = _monotonic_ns()
             exact = True
         for _ in range(ntodo):
-            handle = popleft()
-            if handle._cancelled:
-                continue
-            cb = handle._callback
-            owner = getattr(cb, "__self__", None)
-            is_task = is_task_type.get(type(owner))
-            if is_task is None:
-                is_task = is_task_type[type(owner)] = issubclass(type(owner), task_types)
-            if is_task:
-                # Which of the Task's callbacks: its __step (queued by itself, or at creation),
-                # its wakeup (queued by the future it awaited), or another method (task.cancel
-                # through call_later): not a step at all, run as a plain callback.
-                wake = wake_of_type.get(type(cb))
-                if wake is None:
-                    wake = wake_of_type[type(cb)] = _wake_of_callback_type(type(cb))
-                if wake < 0:
-                    wake = step_names.get(getattr(cb, "__name__", ""), 0)
-                    is_task = wake != 0
-            ctx = handle._context
-            req = ctx.get(request_var, 0)
-            slot = None
-            if is_task or req:
-                slot = slot_of_ident.get(_get_ident())
-                if slot is None:
-                    slot = w.thread_slot()
-                    if slot == _NO_THREAD:
-                        slot = None
-            if slot is None:
-                # A plain callback outside any request (or a thread with no slot left): no
-                # record, but timed, so that a data_received that blocks the loop is reported
-                # like a slow task step.
-                if type(handle) is handle_type or type(handle) is timer_handle_type:
-                    try:
-                        ctx.run(cb, *handle._args)
-                    except (SystemExit, KeyboardInterrupt):
-                        raise
-                    except BaseException as exc:
-                        report_error(handle, exc)
-                else:
-                    handle._run()
-                t1 = _monotonic_ns()
-                if t1 - t >= slow_ns:
-                    slow_callback(slot_of_ident.get(_get_ident(), _NO_THREAD), 0, t1 - t, cb)
+            t1 = run_one(popleft(), t, exact, queued_by, report_error)
+            if t1 >= 0:
                 t = t1
                 exact = True
-                continue
-            base = slot * _SLOT_WORDS
-            if is_task:
-                task = ids.get(id(owner))
-                if task is None or task < 0:
-                    # its first step (WAKE_FIRST), or a task registered late, history unknown
-                    if task is None:
-                        wake = _WAKE_WOKEN if wake == _WAKE_WOKEN else _WAKE_UNKNOWN
-                    elif wake == _WAKE_SELF:
-                        wake = _WAKE_FIRST
-                    task = task_id(owner, slot)
-                head = slot << 16
-                if not exact:
-                    t = _monotonic_ns()
-                words[base + 1] = task
-                words[base + 2] = req
-                words[base + 3] = t
-                cur[slot] = task
-                seq = next_seq()
-                at = offsets[seq & ring_mask]
-                # wake in b, not in the head word, and a duration, not a second timestamp: struct
-                # packs an int under 2**30 (one CPython digit) at a fraction of the cost of a
-                # larger one (measured: some 300 instructions a field), and the head's aux is
-                # bits 32..63
-                pack_task_ab(mm, at, seq, _STEP_BEGIN | head, t, task, req,
-                             t - queued_by if queued_by else 0, wake, seq)
-            else:
-                # A plain callback in a request: the slot names the request while it runs.
-                words[base + 2] = req
-            fatal = None
-            try:
-                if type(handle) is handle_type or type(handle) is timer_handle_type:
-                    ctx.run(cb, *handle._args)
-                else:
-                    handle._run()
-            except (SystemExit, KeyboardInterrupt) as exc:
-                fatal = exc
-            except BaseException as exc:
-                report_error(handle, exc)
-            t1 = _monotonic_ns()
-            words[base + 2] = 0
-            if is_task:
-                words[base + 1] = 0
-                words[base + 3] = 0
-                cur[slot] = 0
-                seq = next_seq()
-                at = offsets[seq & ring_mask]
-                pack_task_ab(mm, at, seq, _STEP_END | head, t1, task, req, t1 - t, 0, seq)
-                counters[_STEPS] += 1
-                if t1 - t >= slow_ns:
-                    slow_step(slot, task, req, t1 - t, owner)
-            elif t1 - t >= slow_ns:
-                slow_callback(slot, req, t1 - t, cb)
-            if fatal is not None:
-                callbacks_end = t1
-                raise fatal
-            t = t1
-            exact = True
         callbacks_end = t
+
+    def slow_plain(duration_ns, cb):
+        slow_callback(slot_of_ident.get(_get_ident(), _NO_THREAD), 0, duration_ns, cb)
+
+    # The C iteration when the accelerator is chosen (runtime.accel decides): it keeps its own
+    # queued_by and callbacks_end and stores the iteration counters in the mapping itself.
+    traced_iteration = accel.traced_iteration(
+        mm, w.layout.ring_off, w.layout.ring_records, counters_at, next_seq, run_one, slow_plain,
+        request_var, task_types, slow_ns, iter_head, io_head)
+    if traced_iteration is not None:
+        iteration = traced_iteration
 
     single: collections.deque = collections.deque()
 
@@ -711,11 +729,10 @@ def _fast_tracepoints(tracer: _On) -> dict:
         ns = poll_stamp[0]
         if not ns:
             ns = poll_stamp[0] = _monotonic_ns()
-        nonlocal n_io_ready
         seq = next_seq()
         at = offsets[seq & ring_mask]
         pack_a(mm, at, seq, io_head | events << 32, ns, fd, seq)
-        n_io_ready += 1
+        counters[_IO_READY] += 1
 
     def timer_fire(handle):
         seq = next_seq()
@@ -726,14 +743,13 @@ def _fast_tracepoints(tracer: _On) -> dict:
     def loop_iteration(poll_ns, nevents, ncallbacks):
         # diag.instrument's form, at the end of an iteration whose events went as io_ready;
         # its step timer reads ready_by (the runtime's iteration keeps its own, queued_by)
-        nonlocal n_iterations
         poll_stamp[0] = 0
         seq = next_seq()
         at = offsets[seq & ring_mask]
         now = ready_by[0] = _monotonic_ns()
         pack_abcd(mm, at, seq, iter_head, now, poll_ns, nevents, ncallbacks, 0, seq)
-        n_iterations += 1
-        pack3(mm, counters_at, n_iterations, n_io_ready, seq)
+        counters[_ITER] += 1
+        counters[_RECORDS] = seq
 
     return {"iteration": iteration, "run_handle": run_handle, "io_ready": io_ready,
             "timer_fire": timer_fire, "loop_iteration": loop_iteration}
@@ -801,6 +817,7 @@ def _back_to_off():
     """TRACE's class back to _Off and its instance state dropped, ``on`` (already False) kept:
     the loop reads it as an instance attribute. Returns the probe writer it held."""
     TRACE.__class__ = _Off
+    accel.release_traced_iteration()           # the C iteration's hold on the mapping
     w = TRACE.__dict__.pop("_w")
     for key in list(TRACE.__dict__):
         if key != "on":
