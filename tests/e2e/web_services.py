@@ -15,9 +15,10 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from diag.started import Output
 
 APPS = Path(__file__).resolve().parent / "userapps"
 BIN = Path(sys.executable).parent
@@ -54,9 +55,10 @@ class Service:
         self.cmd = command(server, self.port, app)
         env = dict(os.environ, COROSCOPE_TRACE="1", **(env or {}))
         env.pop("COROSCOPE_LOOP", None)
-        # a file, not a pipe: under load the servers' access logs (aiohttp's goes to stderr)
-        # would fill a pipe nobody reads and block the server in write()
-        self.output = tempfile.TemporaryFile(prefix="coroscope-test-service-")
+        # a file, not a pipe (as for every command coroscope starts): under load the servers'
+        # access logs (aiohttp's goes to stderr) would fill a pipe nobody reads and block the
+        # server in write()
+        self.output = Output()
         self.proc = subprocess.Popen(self.cmd, cwd=APPS, env=env, stdin=subprocess.DEVNULL,
                                      stdout=self.output, stderr=subprocess.STDOUT)
         self.pid = self.proc.pid
@@ -66,7 +68,7 @@ class Service:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"{self.cmd} exited with {self.proc.returncode}: "
-                                     f"{self.printed()[-2000:]}")
+                                     + "\n".join(self.output.tail()))
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
                 return
@@ -87,10 +89,6 @@ class Service:
         finally:
             conn.close()
         return statuses
-
-    def printed(self) -> str:
-        self.output.seek(0)
-        return self.output.read().decode(errors="replace")
 
     def stop(self) -> int:
         if self.proc.poll() is None:
