@@ -714,19 +714,25 @@ trace_drop(void)
     Py_CLEAR(tr.task_types);
 }
 
-/* trace_setup(mm, ring_off, ring_records, counters_at, next_seq, run_one, slow_callback,
- *             request_var, task_types, slow_ns, iter_head, io_head) */
+/* trace_setup(mm, record_size, ring_off, ring_records, counters_at, next_seq, run_one,
+ *             slow_callback, request_var, task_types, slow_ns, iter_head, io_head) */
 static PyObject *
 trace_setup(PyObject *module, PyObject *args)
 {
     PyObject *mm, *next_seq, *run_one, *slow_cb, *request_var, *task_types;
-    Py_ssize_t ring_off, ring_records, counters_at;
+    Py_ssize_t record_size, ring_off, ring_records, counters_at;
     long long slow_ns;
     unsigned long long iter_head, io_head;
-    if (!PyArg_ParseTuple(args, "OnnnOOOOO!LKK", &mm, &ring_off, &ring_records, &counters_at,
-                          &next_seq, &run_one, &slow_cb, &request_var, &PyTuple_Type, &task_types,
-                          &slow_ns, &iter_head, &io_head))
+    if (!PyArg_ParseTuple(args, "OnnnnOOOOO!LKK", &mm, &record_size, &ring_off, &ring_records,
+                          &counters_at, &next_seq, &run_one, &slow_cb, &request_var, &PyTuple_Type,
+                          &task_types, &slow_ns, &iter_head, &io_head))
         return NULL;
+    if (record_size != RECORD_BYTES) {     /* store_record writes probefile's layout by hand */
+        PyErr_Format(PyExc_ValueError, "runtime._speedups writes %d-byte records, the probe file "
+                     "has %zd: rebuild the accelerator with this probefile.py", RECORD_BYTES,
+                     record_size);
+        return NULL;
+    }
     if (ring_records <= 0 || (ring_records & (ring_records - 1))) {
         PyErr_SetString(PyExc_ValueError, "ring_records must be a power of two");
         return NULL;
@@ -952,7 +958,7 @@ static PyMethodDef methods[] = {
     {"run_ready", (PyCFunction)(void (*)(void))run_ready, METH_FASTCALL,
      "run_ready(ready, ntodo, report_error): run the first ntodo ready handles."},
     {"trace_setup", trace_setup, METH_VARARGS,
-     "trace_setup(mm, ring_off, ring_records, counters_at, next_seq, run_one, slow_callback, "
+     "trace_setup(mm, record_size, ring_off, ring_records, counters_at, next_seq, run_one, slow_callback, "
      "request_var, task_types, slow_ns, iter_head, io_head): the probe file trace_iteration writes."},
     {"trace_release", trace_release, METH_NOARGS,
      "trace_release(): let go of the probe file's mapping and the tracer's objects."},

@@ -52,15 +52,15 @@ def choose(loop_class, run_ready, tracer):
     return _speedups.run_ready
 
 
-def traced_iteration(mm, ring_off, ring_records, counters_at, next_seq, run_one, slow_plain,
-                     request_var, task_types, slow_ns, iter_head, io_head):
+def traced_iteration(mm, record_size, ring_off, ring_records, counters_at, next_seq, run_one,
+                     slow_plain, request_var, task_types, slow_ns, iter_head, io_head):
     """The tracer's per-iteration tracepoint in C (``_speedups.trace_iteration``) set up to write
     into ``mm``, or None: the tracer's Python ``iteration`` runs. The C one holds the mapping
     until ``release_traced_iteration``."""
     if _speedups is None:
         return None
-    _speedups.trace_setup(mm, ring_off, ring_records, counters_at, next_seq, run_one, slow_plain,
-                          request_var, tuple(task_types), slow_ns, iter_head, io_head)
+    _speedups.trace_setup(mm, record_size, ring_off, ring_records, counters_at, next_seq, run_one,
+                          slow_plain, request_var, tuple(task_types), slow_ns, iter_head, io_head)
     return _speedups.trace_iteration
 
 

@@ -713,8 +713,8 @@ def _fast_tracepoints(tracer: _On) -> dict:
     # The C iteration when the accelerator is chosen (runtime.accel decides): it keeps its own
     # queued_by and callbacks_end and stores the iteration counters in the mapping itself.
     traced_iteration = accel.traced_iteration(
-        mm, w.layout.ring_off, w.layout.ring_records, counters_at, next_seq, run_one, slow_plain,
-        request_var, task_types, slow_ns, iter_head, io_head)
+        mm, pf.RECORD_SIZE, w.layout.ring_off, w.layout.ring_records, counters_at, next_seq,
+        run_one, slow_plain, request_var, task_types, slow_ns, iter_head, io_head)
     if traced_iteration is not None:
         iteration = traced_iteration
 

@@ -124,3 +124,16 @@ def test_both_paths_behave_the_same():
     assert ["debug set directly", True, True] in pure["seen"]
     assert {k: v for k, v in accelerated.items() if k != "compiled"} == \
         {k: v for k, v in pure.items() if k != "compiled"}
+
+
+def test_the_traced_iteration_refuses_a_record_size_other_than_the_probe_files():
+    """The C traced iteration stores probefile's records word by word: set up for a record of
+    another size (a probe format changed without the accelerator), it says so and writes nothing."""
+    import runtime.accel
+    import runtime.probefile as pf
+    if not runtime.accel.COMPILED:
+        pytest.skip(runtime.accel.REASON)
+    mm = bytearray(1 << 20)
+    with pytest.raises(ValueError, match=f"writes {pf.RECORD_SIZE}-byte records, the probe file has 64"):
+        runtime.accel.traced_iteration(mm, 64, 0, 16, 0, None, None, None, None, (), 1, 0, 0)
+    assert not any(mm)
