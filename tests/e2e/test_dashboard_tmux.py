@@ -18,8 +18,14 @@ from ..capabilities import require
 from .test_dashboard_live import ROOT, start_target, stop
 
 
+# The test's own tmux server (-S, a socket in its temporary directory): the user's server and
+# its sessions are left alone, and no /tmp/tmux-UID socket is left behind.
+SOCKET: list[str] = []
+
+
 def tmux(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["tmux", *args], capture_output=True, text=True, timeout=10)
+    return subprocess.run(["tmux", "-S", SOCKET[0], *args], capture_output=True, text=True,
+                          timeout=10)
 
 
 def screen(session: str) -> str:
@@ -38,13 +44,20 @@ def wait_for(session: str, predicate, what: str, timeout: float = 15.0) -> str:
 
 
 @pytest.fixture
+def tmux_server(tmp_path):
+    SOCKET[:] = [str(tmp_path / "tmux.sock")]
+    yield
+    tmux("kill-server")
+
+
+@pytest.fixture
 def service():
     proc = start_target("runtime", "--serve", "--requests", "5000")
     yield proc
     stop(proc)
 
 
-def test_top_in_tmux_shows_the_service(service):
+def test_top_in_tmux_shows_the_service(tmux_server, service):
     require("tmux")
     session = f"coroscope-top-test-{os.getpid()}"
     # COLUMNS/LINES (set under pytest) would override the terminal's own size in Textual
@@ -53,7 +66,7 @@ def test_top_in_tmux_shows_the_service(service):
            f"echo TOP-EXITED-$?; sleep 5")
     assert tmux("new-session", "-d", "-s", session, "-x", "140", "-y", "45", cmd).returncode == 0
     try:
-        # a tmux server started elsewhere may size new windows its own way: fix ours
+        # tmux may size new windows by its own defaults: fix ours
         tmux("set-option", "-t", session, "window-size", "manual")
         tmux("resize-window", "-t", session, "-x", "140", "-y", "45")
         text = wait_for(session, lambda s: "worker-1" in s and "load-client" in s and "? help" in s,
