@@ -11,31 +11,51 @@ program on it. How the loop is built: ``runtime.loop`` (the loop), ``runtime.pol
 """
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
-
-from .loop import EventLoopPolicy, Loop
-from .requests import request
 
 __all__ = ["Loop", "EventLoopPolicy", "new_event_loop", "run", "install", "install_from_env",
            "request"]
 
 LOOP_CHOICES = ("runtime", "asyncio", "uvloop")
 
+# The loop, its policy and ``request`` are imported when first asked for (PEP 562): coroscope's
+# commands read ``runtime.probefile`` and ``runtime.tracing``'s constants, and importing the
+# loop (and asyncio with it) only for that was most of a short command's start-up.
+_LAZY = {"Loop": ".loop", "EventLoopPolicy": ".loop", "request": ".requests"}
 
-def new_event_loop() -> Loop:
+
+def __getattr__(name):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'runtime' has no attribute {name!r}")
+    import importlib
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
+
+def new_event_loop() -> "Loop":
+    from .loop import Loop
     return Loop()
 
 
 def run(main, *, debug=None):
     """asyncio.run(main) on a runtime loop."""
+    import asyncio
     with asyncio.Runner(debug=debug, loop_factory=new_event_loop) as runner:
         return runner.run(main)
 
 
 def install() -> None:
     """Make the runtime's policy asyncio's: asyncio.run() and new_event_loop() use runtime loops."""
+    import asyncio
+
+    from .loop import EventLoopPolicy
     asyncio.set_event_loop_policy(EventLoopPolicy())
 
 
@@ -50,6 +70,8 @@ def install_from_env() -> None:
     if choice == "runtime":
         install()
     elif choice == "uvloop":
+        import asyncio
+
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())

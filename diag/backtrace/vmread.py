@@ -20,6 +20,8 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+from array import array
+from itertools import chain
 
 from diag.errors import CoroscopeError, TargetGone
 
@@ -134,15 +136,20 @@ class ProcessMemory(_memory.Memory):
 
     def fresh_chunks(self, regions: list[tuple[int, int]]):
         """Yield (start index, regions' bytes now, concatenated) per IOV_MAX regions, one system
-        call each; the bytes are None when a region of the chunk is not mapped."""
+        call each; the bytes are None when a region of the chunk is not mapped.
+
+        The remote iovecs are packed by ``array`` straight from the (address, size) pairs (an
+        iovec is two 64-bit words): building 100,000 ctypes structures one by one was most of
+        the torn-read check on 10,000 tasks."""
         for i in range(0, len(regions), IOV_MAX):
             chunk = regions[i:i + IOV_MAX]
-            total = sum(n for _a, n in chunk)
+            words = array("Q", chain.from_iterable(chunk)) if self._use_vm else None
             got = None
-            if self._use_vm and all(0 < a and 0 <= n <= MAX_READ for a, n in chunk):
+            if words is not None and min(words[0::2]) > 0 and max(words[1::2]) <= MAX_READ:
+                total = sum(words[1::2])
                 buf = ctypes.create_string_buffer(total)
                 local = _IOVec(ctypes.cast(buf, ctypes.c_void_p), total)
-                remote = (_IOVec * len(chunk))(*[_IOVec(a, n) for a, n in chunk])
+                remote = (_IOVec * len(chunk)).from_buffer(words)
                 self.reads += 1
                 if _vm_readv(self.pid, ctypes.byref(local), 1, remote, len(chunk), 0) == total:
                     got = buf.raw
@@ -152,6 +159,17 @@ class ProcessMemory(_memory.Memory):
                 except Unreadable:
                     got = None
             yield i, got
+
+    def cached_concat(self, regions: list[tuple[int, int]]) -> bytes:
+        """The regions' bytes as the page cache has them, concatenated (what ``fresh_chunks``
+        compares with); raises ``Unreadable`` as ``read`` does."""
+        pages, read, out = self.pages, self.read, []
+        append = out.append
+        for a, n in regions:
+            start = a & (PAGE - 1)
+            page = pages.get(a - start) if start + n <= PAGE else None
+            append(page[start:start + n] if page is not None else read(a, n))
+        return b"".join(out)
 
     def fresh_many(self, regions: list[tuple[int, int]]) -> list[bytes | None]:
         """Each (address, size) as it is now, IOV_MAX regions per system call; None if unmapped."""
