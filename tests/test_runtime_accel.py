@@ -135,7 +135,8 @@ def test_the_traced_iteration_refuses_a_record_size_other_than_the_probe_files()
         pytest.skip(runtime.accel.REASON)
     mm = bytearray(1 << 20)
     with pytest.raises(ValueError, match=f"writes {pf.RECORD_SIZE}-byte records, the probe file has 64"):
-        runtime.accel.traced_iteration(mm, 64, 0, 16, 0, None, None, None, None, (), 1, 0, 0)
+        runtime.accel.traced_iteration(mm, 64, 0, 16, 0, runtime.accel.sequence_counter(), None, None,
+                                       None, (), 1, 0, 0)
     assert not any(mm)
 
 
