@@ -297,3 +297,44 @@ def pf_wake(name: str) -> int:
 def runtime_accel_reason() -> str:
     import runtime.accel
     return runtime.accel.REASON
+
+
+SEQUENCE_PROGRAM = r'''
+import json, time
+import runtime.accel as accel
+from runtime import probefile as pf
+seq = accel.sequence_counter(5)
+taken = [next(seq), next(seq), seq.__next__()]
+after = pf.next_of(seq)
+t0 = time.monotonic_ns()
+now = accel.monotonic_ns()
+t1 = time.monotonic_ns()
+w = pf.ProbeWriter.create(path=__import__("sys").argv[1])
+w.emit(pf.Rec.TIMER_FIRE, pf.NO_THREAD, 0, 0, 0, 1, 2)
+w.emit(pf.Rec.TIMER_FIRE, pf.NO_THREAD, 0, 0, 0, 3, 4)
+written = w.records_written
+w.close()
+print(json.dumps({"kind": type(seq).__name__, "taken": taken, "next": after, "written": written,
+                  "clock_between": t0 <= now <= t1}))
+'''
+
+
+@pytest.mark.parametrize("pure", [True, False], ids=["pure", "accelerated"])
+def test_the_sequence_counter_and_clock_of_either_path(pure, tmp_path):
+    """accel.sequence_counter is itertools.count or the C Sequence: the same numbers, the same
+    next_of (which ProbeWriter.records_written reads); accel.monotonic_ns reads time.monotonic_ns's clock."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("COROSCOPE_TRACE", None)
+    env.pop("COROSCOPE_PURE_PYTHON", None)
+    if pure:
+        env["COROSCOPE_PURE_PYTHON"] = "1"
+    proc = subprocess.run([sys.executable, "-c", SEQUENCE_PROGRAM, str(tmp_path / "probe")],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    import runtime.accel
+    if not pure and not runtime.accel.COMPILED:
+        pytest.skip(runtime.accel.REASON)
+    assert out["kind"] == ("count" if pure else "Sequence")
+    assert out["taken"] == [5, 6, 7] and out["next"] == 8
+    assert out["written"] == 2 and out["clock_between"] is True
