@@ -1011,7 +1011,10 @@ trace_iteration(PyObject *module, PyObject *const *argv, Py_ssize_t nargs)
         PyErr_SetString(PyExc_RuntimeError, "runtime._speedups.trace_setup() was not called");
         return NULL;
     }
-    int64_t poll_end = PyLong_AsLongLong(argv[1]);
+    /* PyLong_AsLong: as wide as long long here (LP64), and without the byte-array conversion
+     * CPython 3.11's PyLong_AsLongLong makes of a clock reading's three digits */
+    Py_BUILD_ASSERT(sizeof(long) == sizeof(int64_t));
+    int64_t poll_end = PyLong_AsLong(argv[1]);
     Py_ssize_t ntodo = PyLong_AsSsize_t(argv[3]);
     if (PyErr_Occurred())
         return NULL;
@@ -1065,7 +1068,7 @@ trace_iteration(PyObject *module, PyObject *const *argv, Py_ssize_t nargs)
         Py_DECREF(handle);
         if (res == NULL)
             goto error;
-        long long t1 = PyLong_AsLongLong(res);
+        long long t1 = PyLong_AsLong(res);
         Py_DECREF(res);
         if (t1 == -1 && PyErr_Occurred())
             goto error;
