@@ -123,6 +123,7 @@ static Py_ssize_t loop_offset[N_LOOP_FIELDS];
 static PyTypeObject *slotted_loop_type;   /* runtime.loop.Loop once setup_loop() ran */
 static PyTypeObject *deque_type;          /* collections.deque */
 static PyObject *deque_append;            /* deque.append, the method descriptor */
+static PyObject *deque_popleft;           /* deque.popleft, the method descriptor */
 static PyObject *pure_get_debug;          /* BaseEventLoop.get_debug */
 static PyObject *pure_timer_cancelled;    /* BaseEventLoop._timer_handle_cancelled */
 
@@ -183,6 +184,30 @@ append_ready(PyObject *self, PyObject *handle)
     return 0;
 }
 
+/* ready.popleft (a new reference, NULL with an exception set) as a callable: for the loop's
+ * deque the method descriptor, called with the deque (no bound method made per call). */
+typedef struct { PyObject *callable, *self; } popper;
+
+static int
+popper_of(PyObject *ready, popper *pop)
+{
+    if (deque_popleft != NULL && Py_IS_TYPE(ready, deque_type)) {
+        pop->callable = Py_NewRef(deque_popleft);
+        pop->self = ready;
+        return 0;
+    }
+    pop->self = NULL;
+    pop->callable = PyObject_GetAttr(ready, str_popleft);
+    return pop->callable == NULL ? -1 : 0;
+}
+
+static inline PyObject *
+pop_ready(popper *pop)
+{
+    return pop->self != NULL ? PyObject_Vectorcall(pop->callable, &pop->self, 1, NULL)
+                             : PyObject_CallNoArgs(pop->callable);
+}
+
 /* setup_loop(Loop, deque, get_debug, _timer_handle_cancelled): Loop's slot offsets, and the
  * Python methods the C ones replace (their fallback). */
 static PyObject *
@@ -195,13 +220,20 @@ setup_loop(PyObject *module, PyObject *args)
     PyObject *append = PyObject_GetAttrString(deque, "append");
     if (append == NULL)
         return NULL;
+    PyObject *popleft = PyObject_GetAttrString(deque, "popleft");
+    if (popleft == NULL) {
+        Py_DECREF(append);
+        return NULL;
+    }
     for (int i = 0; i < N_LOOP_FIELDS; i++) {
         if ((loop_offset[i] = one_offset((PyTypeObject *)loop, loop_field_names[i])) < 0) {
             Py_DECREF(append);
+            Py_DECREF(popleft);
             return NULL;
         }
     }
     Py_XSETREF(deque_append, append);
+    Py_XSETREF(deque_popleft, popleft);
     Py_XSETREF(deque_type, (PyTypeObject *)Py_NewRef(deque));
     Py_XSETREF(pure_get_debug, Py_NewRef(get_debug));
     Py_XSETREF(pure_timer_cancelled, Py_NewRef(cancelled));
@@ -509,11 +541,11 @@ run_ready(PyObject *module, PyObject *const *argv, Py_ssize_t nargs)
     Py_ssize_t ntodo = PyLong_AsSsize_t(argv[1]);
     if (ntodo < 0 && PyErr_Occurred())
         return NULL;
-    PyObject *popleft = PyObject_GetAttr(argv[0], str_popleft);
-    if (popleft == NULL)
+    popper pop;
+    if (popper_of(argv[0], &pop) < 0)
         return NULL;
     for (Py_ssize_t i = 0; i < ntodo; i++) {
-        PyObject *handle = PyObject_CallNoArgs(popleft);
+        PyObject *handle = pop_ready(&pop);
         if (handle == NULL)
             goto error;
         int status;
@@ -537,10 +569,10 @@ run_ready(PyObject *module, PyObject *const *argv, Py_ssize_t nargs)
         if (status < 0)
             goto error;
     }
-    Py_DECREF(popleft);
+    Py_DECREF(pop.callable);
     Py_RETURN_NONE;
 error:
-    Py_DECREF(popleft);
+    Py_DECREF(pop.callable);
     return NULL;
 }
 
@@ -653,13 +685,74 @@ make_loop_methods(PyObject *module, PyObject *loop)
 #include <time.h>
 #include <stdint.h>
 
+/* The probe writer's sequence numbers (runtime.probefile.ProbeWriter._seq_counter when the
+ * accelerator is chosen; itertools.count otherwise, runtime.accel.sequence_counter decides):
+ * itertools.count's interface, ``next()`` and the ``__reduce__`` that probefile.next_of reads, and
+ * a plain integer that the C writers here take numbers from without a call or an int object.
+ * Taking a number is atomic under the GIL either way. */
+typedef struct {
+    PyObject_HEAD
+    uint64_t next;             /* the number the next record gets */
+} SequenceObject;
+
+static PyObject *
+sequence_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    unsigned long long start = 1;
+    if ((kwds != NULL && PyDict_GET_SIZE(kwds)) || !PyArg_ParseTuple(args, "|K:Sequence", &start)) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "Sequence(start=1) takes no keyword arguments");
+        return NULL;
+    }
+    SequenceObject *self = (SequenceObject *)type->tp_alloc(type, 0);
+    if (self != NULL)
+        self->next = start;
+    return (PyObject *)self;
+}
+
+static PyObject *
+sequence_next(SequenceObject *self)
+{
+    return PyLong_FromUnsignedLongLong(self->next++);
+}
+
+static PyObject *
+sequence_reduce(SequenceObject *self, PyObject *unused)
+{
+    return Py_BuildValue("O(K)", (PyObject *)Py_TYPE(self), (unsigned long long)self->next);
+}
+
+static PyObject *
+sequence_repr(SequenceObject *self)
+{
+    return PyUnicode_FromFormat("Sequence(%llu)", (unsigned long long)self->next);
+}
+
+static PyMethodDef sequence_methods[] = {
+    {"__reduce__", (PyCFunction)sequence_reduce, METH_NOARGS, "(Sequence, (next number,))"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject SequenceType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "runtime._speedups.Sequence",
+    .tp_basicsize = sizeof(SequenceObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Sequence(start=1): record sequence numbers, as itertools.count(start).",
+    .tp_new = sequence_new,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = (iternextfunc)sequence_next,
+    .tp_repr = (reprfunc)sequence_repr,
+    .tp_methods = sequence_methods,
+};
+
 static struct {
     Py_buffer view;            /* the probe file's mapping, held while tracing is on */
     int held;
     char *ring;                /* start of the ring section */
     uint64_t ring_mask;        /* ring_records - 1 */
     int64_t *iter_counters;    /* loop_iterations, io_ready, records_written */
-    PyObject *next_seq;        /* the writer's sequence counter's __next__ */
+    SequenceObject *seq;       /* the writer's sequence counter */
     PyObject *run_one;         /* run_one(handle, t, exact, queued_by, report_error) -> t1, or -1: skipped */
     PyObject *slow_callback;   /* slow_plain(duration_ns, callback) */
     PyObject *request_var;     /* runtime.requests.REQUEST_ID */
@@ -678,15 +771,54 @@ now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-static int
+/* monotonic_ns(): time.monotonic_ns (runtime.accel.monotonic_ns says why it is here) */
+static PyObject *
+monotonic_ns(PyObject *module, PyObject *const *argv, Py_ssize_t nargs)
+{
+    if (nargs != 0) {
+        PyErr_SetString(PyExc_TypeError, "monotonic_ns() takes no arguments");
+        return NULL;
+    }
+    return PyLong_FromLongLong(now_ns());
+}
+
+static inline int
 take_seq(uint64_t *seq)
 {
-    PyObject *n = PyObject_CallNoArgs(tr.next_seq);
-    if (n == NULL)
-        return -1;
-    *seq = PyLong_AsUnsignedLongLong(n);
-    Py_DECREF(n);
-    return *seq == (uint64_t)-1 && PyErr_Occurred() ? -1 : 0;
+    *seq = tr.seq->next++;
+    return 0;
+}
+
+/* Whether a callback's owner of this type is a Task (a subclass of one of tr.task_types), told
+ * by its type as the Python run_one tells it (is_task_type). The same few types come again and
+ * again (transports, protocols, tasks): the answers are kept, each with a reference to its type,
+ * so a type freed and another allocated at its address is never answered for. */
+#define TASK_TYPE_CACHE 16
+static struct { PyTypeObject *type; int is_task; } task_type_cache[TASK_TYPE_CACHE];
+
+static int
+is_task_type(PyTypeObject *type)
+{
+    unsigned i = (unsigned)(((uintptr_t)type >> 6) % TASK_TYPE_CACHE);
+    if (task_type_cache[i].type == type)
+        return task_type_cache[i].is_task;
+    int is_task = 0;
+    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(tr.task_types) && !is_task; k++) {
+        PyObject *t = PyTuple_GET_ITEM(tr.task_types, k);
+        is_task = PyType_Check(t) && PyType_IsSubtype(type, (PyTypeObject *)t);
+    }
+    PyTypeObject *old = task_type_cache[i].type;
+    task_type_cache[i].type = (PyTypeObject *)Py_NewRef(type);
+    task_type_cache[i].is_task = is_task;
+    Py_XDECREF(old);
+    return is_task;
+}
+
+static void
+forget_task_types(void)
+{
+    for (int i = 0; i < TASK_TYPE_CACHE; i++)
+        Py_CLEAR(task_type_cache[i].type);
 }
 
 static void
@@ -707,24 +839,25 @@ trace_drop(void)
     if (tr.held)
         PyBuffer_Release(&tr.view);
     tr.held = 0;
-    Py_CLEAR(tr.next_seq);
+    Py_CLEAR(tr.seq);
+    forget_task_types();
     Py_CLEAR(tr.run_one);
     Py_CLEAR(tr.slow_callback);
     Py_CLEAR(tr.request_var);
     Py_CLEAR(tr.task_types);
 }
 
-/* trace_setup(mm, record_size, ring_off, ring_records, counters_at, next_seq, run_one,
+/* trace_setup(mm, record_size, ring_off, ring_records, counters_at, sequence, run_one,
  *             slow_callback, request_var, task_types, slow_ns, iter_head, io_head) */
 static PyObject *
 trace_setup(PyObject *module, PyObject *args)
 {
-    PyObject *mm, *next_seq, *run_one, *slow_cb, *request_var, *task_types;
+    PyObject *mm, *seq, *run_one, *slow_cb, *request_var, *task_types;
     Py_ssize_t record_size, ring_off, ring_records, counters_at;
     long long slow_ns;
     unsigned long long iter_head, io_head;
-    if (!PyArg_ParseTuple(args, "OnnnnOOOOO!LKK", &mm, &record_size, &ring_off, &ring_records,
-                          &counters_at, &next_seq, &run_one, &slow_cb, &request_var, &PyTuple_Type,
+    if (!PyArg_ParseTuple(args, "OnnnnO!OOOO!LKK", &mm, &record_size, &ring_off, &ring_records,
+                          &counters_at, &SequenceType, &seq, &run_one, &slow_cb, &request_var, &PyTuple_Type,
                           &task_types, &slow_ns, &iter_head, &io_head))
         return NULL;
     if (record_size != RECORD_BYTES) {     /* store_record writes probefile's layout by hand */
@@ -750,7 +883,7 @@ trace_setup(PyObject *module, PyObject *args)
     tr.ring = (char *)tr.view.buf + ring_off;
     tr.ring_mask = (uint64_t)ring_records - 1;
     tr.iter_counters = (int64_t *)((char *)tr.view.buf + counters_at);
-    tr.next_seq = Py_NewRef(next_seq);
+    tr.seq = (SequenceObject *)Py_NewRef(seq);
     tr.run_one = Py_NewRef(run_one);
     tr.slow_callback = Py_NewRef(slow_cb);
     tr.request_var = Py_NewRef(request_var);
@@ -839,14 +972,29 @@ plain(PyObject *handle, const Py_ssize_t **off)
     if (cb == NULL || ctx == NULL || !PyContext_CheckExact(ctx))
         return 0;
     if (PyMethod_Check(cb)) {
-        int task = PyObject_IsInstance(PyMethod_GET_SELF(cb), tr.task_types);
-        if (task != 0)
-            return task < 0 ? -1 : 0;
+        if (is_task_type(Py_TYPE(PyMethod_GET_SELF(cb))))
+            return 0;
     }
     else if (!PyFunction_Check(cb))
         return 0;
     int in_request = PySequence_Contains(ctx, tr.request_var);
     return in_request < 0 ? -1 : !in_request;
+}
+
+/* run_one(handle, t, exact, queued_by, report_error): the tracer's Python for one handle */
+static PyObject *
+call_run_one(PyObject *handle, int64_t t, int exact, PyObject *report_error)
+{
+    PyObject *t_obj = PyLong_FromLongLong(t);
+    PyObject *queued = PyLong_FromLongLong(tr.queued_by);
+    PyObject *res = NULL;
+    if (t_obj != NULL && queued != NULL) {
+        PyObject *args[5] = {handle, t_obj, exact ? Py_True : Py_False, queued, report_error};
+        res = PyObject_Vectorcall(tr.run_one, args, 5, NULL);
+    }
+    Py_XDECREF(t_obj);
+    Py_XDECREF(queued);
+    return res;
 }
 
 /* trace_iteration(event_list, poll_end_ns, ready, ntodo, report_error): as the tracer's
@@ -863,7 +1011,10 @@ trace_iteration(PyObject *module, PyObject *const *argv, Py_ssize_t nargs)
         PyErr_SetString(PyExc_RuntimeError, "runtime._speedups.trace_setup() was not called");
         return NULL;
     }
-    int64_t poll_end = PyLong_AsLongLong(argv[1]);
+    /* PyLong_AsLong: as wide as long long here (LP64), and without the byte-array conversion
+     * CPython 3.11's PyLong_AsLongLong makes of a clock reading's three digits */
+    Py_BUILD_ASSERT(sizeof(long) == sizeof(int64_t));
+    int64_t poll_end = PyLong_AsLong(argv[1]);
     Py_ssize_t ntodo = PyLong_AsSsize_t(argv[3]);
     if (PyErr_Occurred())
         return NULL;
@@ -872,8 +1023,8 @@ trace_iteration(PyObject *module, PyObject *const *argv, Py_ssize_t nargs)
     PyObject *report_error = argv[4];
     if (report_error == Py_None)
         Py_RETURN_NONE;
-    PyObject *popleft = PyObject_GetAttr(argv[2], str_popleft);
-    if (popleft == NULL)
+    popper pop;
+    if (popper_of(argv[2], &pop) < 0)
         return NULL;
     int64_t t = poll_end;
     int exact = 0;
@@ -882,7 +1033,7 @@ trace_iteration(PyObject *module, PyObject *const *argv, Py_ssize_t nargs)
         exact = 1;
     }
     for (Py_ssize_t i = 0; i < ntodo; i++) {
-        PyObject *handle = PyObject_CallNoArgs(popleft);
+        PyObject *handle = pop_ready(&pop);
         if (handle == NULL)
             goto error;
         const Py_ssize_t *off = NULL;
@@ -913,13 +1064,11 @@ trace_iteration(PyObject *module, PyObject *const *argv, Py_ssize_t nargs)
             Py_DECREF(handle);
             goto error;
         }
-        PyObject *res = PyObject_CallFunction(tr.run_one, "OLOLO", handle, (long long)t,
-                                              exact ? Py_True : Py_False, (long long)tr.queued_by,
-                                              report_error);
+        PyObject *res = call_run_one(handle, t, exact, report_error);
         Py_DECREF(handle);
         if (res == NULL)
             goto error;
-        long long t1 = PyLong_AsLongLong(res);
+        long long t1 = PyLong_AsLong(res);
         Py_DECREF(res);
         if (t1 == -1 && PyErr_Occurred())
             goto error;
@@ -928,11 +1077,11 @@ trace_iteration(PyObject *module, PyObject *const *argv, Py_ssize_t nargs)
             exact = 1;
         }
     }
-    Py_DECREF(popleft);
+    Py_DECREF(pop.callable);
     tr.callbacks_end = t;
     Py_RETURN_NONE;
 error:
-    Py_DECREF(popleft);
+    Py_DECREF(pop.callable);
     tr.callbacks_end = now_ns();
     return NULL;
 }
@@ -957,8 +1106,10 @@ static PyMethodDef methods[] = {
      "method descriptors of Loop."},
     {"run_ready", (PyCFunction)(void (*)(void))run_ready, METH_FASTCALL,
      "run_ready(ready, ntodo, report_error): run the first ntodo ready handles."},
+    {"monotonic_ns", (PyCFunction)(void (*)(void))monotonic_ns, METH_FASTCALL,
+     "monotonic_ns(): time.monotonic_ns(), as a fast-call function."},
     {"trace_setup", trace_setup, METH_VARARGS,
-     "trace_setup(mm, record_size, ring_off, ring_records, counters_at, next_seq, run_one, slow_callback, "
+     "trace_setup(mm, record_size, ring_off, ring_records, counters_at, sequence, run_one, slow_callback, "
      "request_var, task_types, slow_ns, iter_head, io_head): the probe file trace_iteration writes."},
     {"trace_release", trace_release, METH_NOARGS,
      "trace_release(): let go of the probe file's mapping and the tracer's objects."},
@@ -989,8 +1140,14 @@ PyInit__speedups(void)
     if ((int_one = PyLong_FromLong(1)) == NULL)
         return NULL;
 #undef INTERN
+    if (PyType_Ready(&SequenceType) < 0)
+        return NULL;
     PyObject *module = PyModule_Create(&module_def);
     if (module == NULL)
         return NULL;
+    if (PyModule_AddObjectRef(module, "Sequence", (PyObject *)&SequenceType) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
     return module;
 }

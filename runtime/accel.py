@@ -33,6 +33,11 @@ else:
 
 COMPILED = _speedups is not None
 
+# time.monotonic_ns, which the traced loop reads once an iteration (the poll's end). The C one
+# reads the same clock; it is a METH_FASTCALL function, which CPython 3.11 calls through a
+# specialised instruction, where time.monotonic_ns (METH_NOARGS) takes the generic call path.
+monotonic_ns = _speedups.monotonic_ns if COMPILED else __import__("time").monotonic_ns
+
 
 def choose(loop_class, run_ready, tracer):
     """Install the chosen call_soon, call_at, call_later, get_debug and _timer_handle_cancelled
@@ -52,14 +57,25 @@ def choose(loop_class, run_ready, tracer):
     return _speedups.run_ready
 
 
-def traced_iteration(mm, record_size, ring_off, ring_records, counters_at, next_seq, run_one,
+def sequence_counter(start: int = 1):
+    """The probe writer's record numbers: ``next()`` gives the next one. The C ``Sequence`` when
+    the accelerator is chosen (the C writers take numbers from it without a call), else
+    ``itertools.count``; both have the interface ``probefile.next_of`` reads."""
+    if _speedups is None:
+        import itertools
+        return itertools.count(start)
+    return _speedups.Sequence(start)
+
+
+def traced_iteration(mm, record_size, ring_off, ring_records, counters_at, sequence, run_one,
                      slow_plain, request_var, task_types, slow_ns, iter_head, io_head):
     """The tracer's per-iteration tracepoint in C (``_speedups.trace_iteration``) set up to write
-    into ``mm``, or None: the tracer's Python ``iteration`` runs. The C one holds the mapping
-    until ``release_traced_iteration``."""
+    into ``mm``, or None: the tracer's Python ``iteration`` runs. ``sequence`` is the writer's
+    counter (``sequence_counter``). The C one holds the mapping until
+    ``release_traced_iteration``."""
     if _speedups is None:
         return None
-    _speedups.trace_setup(mm, record_size, ring_off, ring_records, counters_at, next_seq, run_one,
+    _speedups.trace_setup(mm, record_size, ring_off, ring_records, counters_at, sequence, run_one,
                           slow_plain, request_var, tuple(task_types), slow_ns, iter_head, io_head)
     return _speedups.trace_iteration
 

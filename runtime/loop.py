@@ -34,7 +34,6 @@ import functools
 import heapq
 import os
 import socket
-import time
 import weakref
 from asyncio import base_events, events as _events, tasks as _tasks, unix_events
 
@@ -56,7 +55,7 @@ _copy_context = contextvars.copy_context
 _Handle = _events.Handle
 _TimerHandle = _events.TimerHandle
 _new_handle = object.__new__
-_monotonic_ns = time.monotonic_ns
+_monotonic_ns = accel.monotonic_ns      # the poll's end, with tracing on
 # asyncio's internals on this CPython (runtime.asyncio_versions: the one table keyed by version).
 _ASYNCIO = asyncio_versions.CURRENT
 _logger = base_events.logger

@@ -149,7 +149,8 @@ payload store the copy caught is seen by the final seq_begin load. A torn record
 returned. (A weakly ordered CPU, arm64, would need barriers the writer does not have: the writer
 refuses to run there; see ``ProbeWriter.create``.)
 
-No lock on the write path: sequence numbers come from ``itertools.count`` (atomic under the GIL),
+No lock on the write path: sequence numbers come from ``itertools.count``, or its C twin when the
+accelerator is chosen (``runtime.accel.sequence_counter``), both atomic under the GIL,
 so two threads never get the same one. A thread can be switched out between taking a number and
 storing its record, so with several writing threads records may be published slightly out of
 order, and in the worst case a delayed record lands over a newer one a full lap later. The
@@ -171,6 +172,8 @@ import struct
 import threading
 import time
 from dataclasses import dataclass
+
+from . import accel as _accel
 
 VERSION = 4
 MAGIC = b"CSPROBE1"
@@ -710,7 +713,8 @@ class ProbeWriter:
         self.pid = pid
         self._inode = inode
         self._lock = threading.Lock()
-        self._seq_counter = itertools.count(1)       # next sequence number; atomic under the GIL
+        # the next sequence number; atomic under the GIL (itertools.count, or its C twin)
+        self._seq_counter = _accel.sequence_counter(1)
         # The ring offset of record seq is ring_offsets[seq & ring_mask]: one load, where the
         # arithmetic would make four ints. Filled in place in a list allocated once at its size:
         # built by growing (a list, cycle(), tuple(generator)) it would leave the freed smaller

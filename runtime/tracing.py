@@ -263,6 +263,12 @@ class _On(_Off):
     """Tracing on: every tracepoint writes into the probe file (``self._w``)."""
 
     on = True
+    # The per-iteration, per-event and per-handle tracepoints are closures in the instance's
+    # dict (_fast_tracepoints). None here, not the methods _Off has: CPython 3.11 specialises
+    # the loop's ``TRACE.iteration`` read (LOAD_ATTR_WITH_HINT) only if the class attribute it
+    # shadows is not a function; otherwise every read takes the generic lookup, some 250
+    # instructions an iteration.
+    iteration = run_handle = io_ready = timer_fire = loop_iteration = None
 
     # State set by enable(): _w (ProbeWriter), _emit (its emit), _words (its slot_words),
     # _counters (its live counters), _ids {id(task): task id, negative until the first step},
@@ -713,7 +719,7 @@ def _fast_tracepoints(tracer: _On) -> dict:
     # The C iteration when the accelerator is chosen (runtime.accel decides): it keeps its own
     # queued_by and callbacks_end and stores the iteration counters in the mapping itself.
     traced_iteration = accel.traced_iteration(
-        mm, pf.RECORD_SIZE, w.layout.ring_off, w.layout.ring_records, counters_at, next_seq,
+        mm, pf.RECORD_SIZE, w.layout.ring_off, w.layout.ring_records, counters_at, w._seq_counter,
         run_one, slow_plain, request_var, task_types, slow_ns, iter_head, io_head)
     if traced_iteration is not None:
         iteration = traced_iteration

@@ -135,5 +135,206 @@ def test_the_traced_iteration_refuses_a_record_size_other_than_the_probe_files()
         pytest.skip(runtime.accel.REASON)
     mm = bytearray(1 << 20)
     with pytest.raises(ValueError, match=f"writes {pf.RECORD_SIZE}-byte records, the probe file has 64"):
-        runtime.accel.traced_iteration(mm, 64, 0, 16, 0, None, None, None, None, (), 1, 0, 0)
+        runtime.accel.traced_iteration(mm, 64, 0, 16, 0, runtime.accel.sequence_counter(), None, None,
+                                       None, (), 1, 0, 0)
     assert not any(mm)
+
+
+# One small workload, traced, run the C way and the pure-Python way: the probe records must be
+# the same, kind by kind and field by field, but for what differs between any two runs (times,
+# durations, and the id() of a timer handle, which is compared by order of first appearance).
+# Every step waits on one thing at a time, so the iterations (and what each poll returns) are
+# the same in every run.
+TRACED_PROGRAM = r'''
+import asyncio, json, os, socket
+import runtime, runtime.accel
+from runtime import probefile as pf, tracing
+from runtime.requests import request
+
+tracing.enable()
+
+async def main():
+    loop = asyncio.get_running_loop()
+    seen = []
+    loop.call_soon(seen.append, "plain")                  # a callback outside any request
+    with request("around a callback"):
+        loop.call_soon(seen.append, "in a request")       # its context carries the request
+    await asyncio.sleep(0)
+
+    woken = loop.create_future()
+    async def worker():
+        await asyncio.sleep(0)                            # a self-wake
+        await woken                                       # woken by a future
+        with request("in a task"):
+            await asyncio.sleep(0)
+        return "worked"
+    task = asyncio.create_task(worker(), name="worker")
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    woken.set_result(None)
+    seen.append(await task)
+
+    dropped = loop.call_later(0.0005, seen.append, "never")
+    dropped.cancel()                                      # dropped from the heap: a cancel record
+    fired = loop.create_future()
+    loop.call_later(0.001, fired.set_result, "timer")     # a timer that fires
+    seen.append(await fired)
+
+    # Sockets becoming readable in one poll: one event inline in the iteration record, then four
+    # (three inline, one IO_READY record after), one of them read in a request's context.
+    pairs = [socket.socketpair() for _ in range(4)]
+    for mine, _ in pairs:
+        mine.setblocking(False)
+    got = [loop.create_future(), loop.create_future()]
+    def readable(sock, tag):
+        seen.append([tag, sock.recv(16).decode()])
+        loop.remove_reader(sock)
+        if len(seen) in (5, 9):
+            got[len(seen) // 9].set_result(None)
+    with request("reading"):
+        loop.add_reader(pairs[0][0], readable, pairs[0][0], "in a request")
+    pairs[0][1].send(b"one")
+    await got[0]
+    for i, (mine, theirs) in enumerate(pairs[1:], 1):
+        loop.add_reader(mine, readable, mine, f"socket {i}")
+    for mine, theirs in pairs:
+        theirs.send(b"many")
+    loop.add_reader(pairs[0][0], readable, pairs[0][0], "socket 0")
+    await got[1]
+    for pair in pairs:
+        for sock in pair:
+            sock.close()
+    return seen
+
+seen = runtime.run(main())
+w = tracing.writer()
+layout = w.layout
+records = []
+for seq in range(1, w.records_written + 1):
+    status, fields = pf.read_record(w.mm, layout, seq)
+    assert status == pf.READ_OK, (seq, status)
+    records.append(fields)
+counters = pf.read_counters(w.mm, layout)
+out = {"compiled": runtime.accel.COMPILED,
+       "c_iteration": type(tracing.TRACE.iteration).__name__ == "builtin_function_or_method",
+       "seen": seen, "counters": counters, "records": []}
+TIMES = {pf.Rec.STEP_BEGIN: "a", pf.Rec.STEP_END: "a", pf.Rec.LOOP_ITERATION: "a",
+         pf.Rec.REQUEST_END: "a", pf.Rec.TIMER_ADD: "b", pf.Rec.EXECUTOR_DONE: "b",
+         pf.Rec.SLOW_STEP: "a"}
+IDENTITIES = {pf.Rec.TIMER_ADD: "a", pf.Rec.TIMER_FIRE: "a", pf.Rec.TIMER_CANCEL: "a",
+              pf.Rec.EXECUTOR_SUBMIT: "a", pf.Rec.EXECUTOR_DONE: "a"}
+identities = {}
+for fields in records:
+    record = dict(zip(pf.RECORD_FIELD_NAMES, fields))
+    kind = pf.Rec(record["kind"])
+    assert record.pop("seq") == record.pop("seq_end")
+    del record["ns"]
+    if kind in TIMES:
+        record[TIMES[kind]] = "time"
+    if kind in IDENTITIES:
+        record[IDENTITIES[kind]] = identities.setdefault(record[IDENTITIES[kind]], len(identities))
+    for name, meaning in pf.RECORD_FIELDS.get(kind, {}).items():
+        if meaning.startswith("sid:"):
+            record[name] = pf.read_string(w.mm, layout, record[name])
+    record["kind"] = kind.name
+    out["records"].append(record)
+tracing.disable()
+print(json.dumps(out))
+'''
+
+
+def _run_traced(pure: bool) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), COROSCOPE_TRACE_CORO_ORIGIN="0")
+    env.pop("COROSCOPE_TRACE", None)
+    env.pop("COROSCOPE_PURE_PYTHON", None)
+    if pure:
+        env["COROSCOPE_PURE_PYTHON"] = "1"
+    proc = subprocess.run([sys.executable, "-c", TRACED_PROGRAM], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_the_c_traced_iteration_writes_the_records_the_python_one_writes():
+    pure, accelerated = _run_traced(pure=True), _run_traced(pure=False)
+    assert pure["compiled"] is False and pure["c_iteration"] is False
+    if not accelerated["compiled"]:
+        pytest.skip(runtime_accel_reason())
+    assert accelerated["c_iteration"] is True
+    # the workload did what it is there for, in the reference (pure-Python) run
+    assert pure["seen"][:5] == ["plain", "in a request", "worked", "timer", ["in a request", "one"]]
+    assert sorted(tag for tag, _ in pure["seen"][5:]) == ["socket 0", "socket 1", "socket 2",
+                                                           "socket 3"]
+    records = pure["records"]
+    kinds = [r["kind"] for r in records]
+    worker = {r["task"] for r in records if r["kind"] == "TASK_CREATE"
+              and r["c"] == "main.<locals>.worker"}
+    assert len(worker) == 1
+    wakes = [r["b"] for r in records if r["kind"] == "STEP_BEGIN" and r["task"] in worker]
+    assert wakes[:3] == [pf_wake("first"), pf_wake("self"), pf_wake("woken")]
+    requests = [r["b"] for r in records if r["kind"] == "REQUEST_BEGIN"]
+    assert requests == ["around a callback", "in a task", "reading"]
+    assert kinds.count("REQUEST_END") == 3 and kinds.count("TASK_DONE") >= 2
+    assert {"TIMER_ADD", "TIMER_FIRE", "TIMER_CANCEL", "IO_REGISTER", "IO_UNREGISTER",
+            "IO_READY", "FD_OPEN", "FD_CLOSE"} <= set(kinds)
+    # the poll that returned four events: three inline, the fourth in the record after
+    many = [i for i, r in enumerate(records) if r["kind"] == "LOOP_ITERATION" and r["b"] == 4]
+    assert len(many) == 1 and all(records[many[0]][f] for f in "def")
+    assert records[many[0] + 1]["kind"] == "IO_READY"
+    # the C run: the same records, in the same order, field by field
+    assert [r["kind"] for r in accelerated["records"]] == kinds
+    for mine, theirs in zip(accelerated["records"], records):
+        assert mine == theirs
+    assert accelerated["counters"] == pure["counters"]
+    assert accelerated["seen"] == pure["seen"]
+
+
+def pf_wake(name: str) -> int:
+    import runtime.probefile as pf
+    return pf.WAKES.index(name)
+
+
+def runtime_accel_reason() -> str:
+    import runtime.accel
+    return runtime.accel.REASON
+
+
+SEQUENCE_PROGRAM = r'''
+import json, time
+import runtime.accel as accel
+from runtime import probefile as pf
+seq = accel.sequence_counter(5)
+taken = [next(seq), next(seq), seq.__next__()]
+after = pf.next_of(seq)
+t0 = time.monotonic_ns()
+now = accel.monotonic_ns()
+t1 = time.monotonic_ns()
+w = pf.ProbeWriter.create(path=__import__("sys").argv[1])
+w.emit(pf.Rec.TIMER_FIRE, pf.NO_THREAD, 0, 0, 0, 1, 2)
+w.emit(pf.Rec.TIMER_FIRE, pf.NO_THREAD, 0, 0, 0, 3, 4)
+written = w.records_written
+w.close()
+print(json.dumps({"kind": type(seq).__name__, "taken": taken, "next": after, "written": written,
+                  "clock_between": t0 <= now <= t1}))
+'''
+
+
+@pytest.mark.parametrize("pure", [True, False], ids=["pure", "accelerated"])
+def test_the_sequence_counter_and_clock_of_either_path(pure, tmp_path):
+    """accel.sequence_counter is itertools.count or the C Sequence: the same numbers, the same
+    next_of (which ProbeWriter.records_written reads); accel.monotonic_ns reads time.monotonic_ns's clock."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("COROSCOPE_TRACE", None)
+    env.pop("COROSCOPE_PURE_PYTHON", None)
+    if pure:
+        env["COROSCOPE_PURE_PYTHON"] = "1"
+    proc = subprocess.run([sys.executable, "-c", SEQUENCE_PROGRAM, str(tmp_path / "probe")],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    import runtime.accel
+    if not pure and not runtime.accel.COMPILED:
+        pytest.skip(runtime.accel.REASON)
+    assert out["kind"] == ("count" if pure else "Sequence")
+    assert out["taken"] == [5, 6, 7] and out["next"] == 8
+    assert out["written"] == 2 and out["clock_between"] is True
