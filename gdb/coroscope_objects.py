@@ -11,11 +11,16 @@ type, so a Python class that happens to be called ``coroutine`` is never read as
 """
 from __future__ import annotations
 
-from coroscope_memory import Memory, Unreadable
+import struct
+
+from coroscope_memory import PAGE, Memory, Unreadable
 
 MAX_STR = 4096
 MAX_ITEMS = 100_000
 Py_TPFLAGS_HEAPTYPE = 1 << 9
+_U64 = struct.Struct("<Q")
+_PAGE_MASK = PAGE - 1
+_LAST_WORD = PAGE - 8
 
 
 class Objects:
@@ -30,11 +35,18 @@ class Objects:
         self._str_cache: dict[int, str] = {}
         self._member_cache: dict[tuple, tuple | None] = {}
         self._module_of_type: dict[int, str] = {}
+        self._kind_of_type: dict[int, str] = {}
+        self._pages = memory.pages           # the cache itself (cleared, never replaced)
+        self._type_at = self.o["PyObject.ob_type"]
 
     # -- object header and types -------------------------------------------------------------
 
     def type_of(self, obj: int) -> int:
-        t = self.m.u64(obj + self.o["PyObject.ob_type"])
+        # Asked some 17 times a task: the page cache's lookup is done here, not through u64.
+        address = obj + self._type_at
+        start = address & _PAGE_MASK
+        page = self._pages.get(address - start) if start <= _LAST_WORD and address > 0 else None
+        t = _U64.unpack_from(page, start)[0] if page is not None else self.m.u64(address)
         if t == 0:
             raise Unreadable(obj, "NULL type")
         return t
@@ -53,8 +65,12 @@ class Objects:
 
     def kind(self, obj: int) -> str:
         """``tp_name`` for static types ('str', 'coroutine', '_asyncio.Task'), else 'heap:Name'."""
-        name, heap, _ = self._info(self.type_of(obj))
-        return ("heap:" + name) if heap and "." not in name else name
+        t = self.type_of(obj)
+        kind = self._kind_of_type.get(t)
+        if kind is None:
+            name, heap, _ = self._info(t)
+            kind = self._kind_of_type[t] = ("heap:" + name) if heap and "." not in name else name
+        return kind
 
     def type_flags(self, t: int) -> int:
         return self._info(t)[2]

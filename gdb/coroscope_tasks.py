@@ -24,6 +24,7 @@ Output is plain dicts (the JSON the ``coroscope bt`` command parses); formatting
 """
 from __future__ import annotations
 
+import struct
 import sys
 import time
 
@@ -47,6 +48,8 @@ MAX_THREADS = 4096
 # coroutine (diag/instrument.py); without this a traced task's chain stopped at the wrapper.
 TRANSPARENT = {"heap:_StepTimedCoroutine": ("diag.instrument._StepTimedCoroutine", "_coro")}
 
+_U64 = struct.Struct("<Q")
+_I32 = struct.Struct("<i")
 PRIMITIVES = {  # asyncio synchronisation classes -> awaiting kind
     "Lock": "lock", "Event": "event", "Condition": "condition", "Semaphore": "semaphore",
     "BoundedSemaphore": "semaphore", "Queue": "queue", "PriorityQueue": "queue",
@@ -87,6 +90,13 @@ class Process:
         self._line_cache: dict[tuple, int | None] = {}
         self._header_cache: dict[int, tuple[int, int, int]] = {}
         self._has_cells: dict[int, bool] = {}
+        self._local_index: dict[int, dict[str, int]] = {}
+        self._resumes_awaiting: dict[tuple, bool] = {}
+        self._header_size = self.o["_PyInterpreterFrame.localsplus"]
+        self._code_at = self.o["_PyInterpreterFrame.f_code"]
+        self._prev_at = self.o["_PyInterpreterFrame.prev_instr"]
+        self._top_at = self.o["_PyInterpreterFrame.stacktop"]
+        self._owner_role: dict[int, tuple | None] = {}
         self.errors: list[str] = []
         self.running_by_loop = self._current_tasks()
         self.running_tasks = set(self.running_by_loop.values())
@@ -275,12 +285,10 @@ class Process:
         cached = self._header_cache.get(iframe)
         if cached is not None:
             return cached
-        o = self.o
-        raw = self.m.read(iframe, o["_PyInterpreterFrame.localsplus"])
-        code = int.from_bytes(raw[o["_PyInterpreterFrame.f_code"]:][:8], "little")
-        prev = int.from_bytes(raw[o["_PyInterpreterFrame.prev_instr"]:][:8], "little")
-        top = int.from_bytes(raw[o["_PyInterpreterFrame.stacktop"]:][:4], "little", signed=True)
-        self._header_cache[iframe] = header = (code, prev, top)
+        raw = self.m.read(iframe, self._header_size)
+        self._header_cache[iframe] = header = (_U64.unpack_from(raw, self._code_at)[0],
+                                               _U64.unpack_from(raw, self._prev_at)[0],
+                                               _I32.unpack_from(raw, self._top_at)[0])
         return header
 
     def frame_record(self, iframe: int, kind: str) -> dict:
@@ -299,13 +307,20 @@ class Process:
         3.13 says so in the frame state (FRAME_SUSPENDED_YIELD_FROM); before, the next
         instruction after prev_instr is a RESUME with oparg >= 2 (genobject.c ``_PyGen_yf``).
         """
-        _code, prev, top = self._frame_header(iframe)
+        code, prev, top = self._frame_header(iframe)
         if self.c["FRAME_SUSPENDED_YIELD_FROM"] is not None:
             if state != self.c["FRAME_SUSPENDED_YIELD_FROM"]:
                 return 0
         else:
-            nxt = self.m.read(prev + 2, 2)
-            if nxt[0] not in self.c["RESUME_OPCODES"] or nxt[1] < 2:
+            # Whether the instruction after prev_instr is such a RESUME: kept per (code, place),
+            # as the line is (quickening turns RESUME into RESUME_QUICK, both in the set).
+            key = (code, prev)
+            awaits = self._resumes_awaiting.get(key)
+            if awaits is None:
+                nxt = self.m.read(prev + 2, 2)
+                awaits = self._resumes_awaiting[key] = (nxt[0] in self.c["RESUME_OPCODES"]
+                                                        and nxt[1] >= 2)
+            if not awaits:
                 return 0
         if not 0 < top < 100_000:
             return 0
@@ -349,9 +364,13 @@ class Process:
     def local(self, iframe: int, name: str) -> int:
         code = self.m.u64(iframe + self.o["_PyInterpreterFrame.f_code"])
         names, kinds = self._code_locals(code)
-        try:
-            i = names.index(name)
-        except ValueError:
+        index = self._local_index.get(code)
+        if index is None:
+            index = self._local_index[code] = {}
+            for i, n in enumerate(names):
+                index.setdefault(n, i)
+        i = index.get(name)
+        if i is None:
             return 0
         value = self.m.u64(iframe + self.o["_PyInterpreterFrame.localsplus"] + 8 * i)
         return self._local_value(value, kinds[i] if i < len(kinds) else 0)
@@ -541,19 +560,19 @@ class Process:
                 continue
             if not owner:
                 continue
-            onames = py.mro_names(owner)
-            if "TaskGroup" in onames:
+            role = self._role_of_owner(owner)
+            if role is None:
+                continue
+            if role[0] == "taskgroup":
                 tasks = py.getattr(owner, "_tasks")
                 info.update(kind="taskgroup", taskgroup=f"{owner:#x}",
                             children=self._children(py.seq_items(tasks) if tasks else ()))
                 return info
-            for cls in onames:
-                if cls in PRIMITIVES and "asyncio" in py.type_module(py.type_of(owner)):
-                    info.update(kind=PRIMITIVES[cls], primitive=py.qualified_type_name(owner),
-                                object=f"{owner:#x}")
-                    info.update(self._primitive_details(owner, PRIMITIVES[cls]))
-                    return info
-            if "StreamReader" in onames:
+            if role[0] == "primitive":
+                info.update(kind=role[1], primitive=role[2], object=f"{owner:#x}")
+                info.update(self._primitive_details(owner, role[1]))
+                return info
+            if role[0] == "stream":
                 transport = py.getattr(owner, "_transport")
                 fd = py.number(py.getattr(transport, "_sock_fd")) if transport else None
                 info.update(kind="fd", mode="read", fd=fd, via="StreamReader")
@@ -576,6 +595,29 @@ class Process:
             return info
         info["kind"] = "future"
         return info
+
+    def _role_of_owner(self, owner: int) -> tuple | None:
+        """What an awaiting frame's ``self`` makes of the wait, by its type (kept per type: the
+        same few classes own thousands of waits): ('taskgroup',), ('primitive', kind, class
+        name), ('stream',) or None."""
+        py = self.py
+        t = py.type_of(owner)
+        if t in self._owner_role:
+            return self._owner_role[t]
+        onames = py.mro_names(owner)
+        role = None
+        if "TaskGroup" in onames:
+            role = ("taskgroup",)
+        else:
+            for cls in onames:
+                if cls in PRIMITIVES and "asyncio" in py.type_module(t):
+                    role = ("primitive", PRIMITIVES[cls], py.qualified_type_name(owner))
+                    break
+            else:
+                if "StreamReader" in onames:
+                    role = ("stream",)
+        self._owner_role[t] = role
+        return role
 
     def _children(self, items) -> list[dict]:
         out = []

@@ -173,8 +173,6 @@ import threading
 import time
 from dataclasses import dataclass
 
-from . import accel as _accel
-
 VERSION = 4
 MAGIC = b"CSPROBE1"
 PAGE = 4096
@@ -714,7 +712,8 @@ class ProbeWriter:
         self._inode = inode
         self._lock = threading.Lock()
         # the next sequence number; atomic under the GIL (itertools.count, or its C twin)
-        self._seq_counter = _accel.sequence_counter(1)
+        from . import accel     # the loop's module: readers of probe files need not import it
+        self._seq_counter = accel.sequence_counter(1)
         # The ring offset of record seq is ring_offsets[seq & ring_mask]: one load, where the
         # arithmetic would make four ints. Filled in place in a list allocated once at its size:
         # built by growing (a list, cycle(), tuple(generator)) it would leave the freed smaller

@@ -33,7 +33,7 @@ import time
 from diag.errors import CoroscopeError, TargetGone
 
 from . import layer, symbols
-from .vmread import IOV_MAX, ProcessMemory, Unreadable
+from .vmread import IOV_MAX, PAGE, ProcessMemory, Unreadable
 
 RETRIES = 3
 GENERATOR_KINDS = ("coroutine", "generator", "async_generator")
@@ -138,11 +138,10 @@ class Reader:
                 if not self._is_live_task(proc, task):
                     counts["vanished"] += 1
                     continue
-                rec = proc.task_record(task)
-                built[task] = (rec, self._regions(proc, task, rec))
-            stale = self._stale(built)
-            stale.update(t for t, (rec, _r) in built.items() if not self._plausible(rec, attempt))
-            for task, (rec, _regions) in built.items():
+                built[task] = proc.task_record(task)
+            stale = self._stale(proc, built)
+            stale.update(t for t, rec in built.items() if not self._plausible(rec, attempt))
+            for task, rec in built.items():
                 if task not in stale:
                     done[task] = rec
                 else:
@@ -167,20 +166,33 @@ class Reader:
         proc._add_holders(out)
         return out, counts
 
-    def _stale(self, built: dict) -> set[int]:
+    def _stale(self, proc, built: dict) -> set[int]:
         """Tasks any of whose regions differ between the cached read and memory now, or that are
         no longer alive now (a freed task keeps its old fields; only its first word changes, to
         the allocator's free-list link, so its reference count is checked afresh).
 
-        Compared a system call's worth at a time (IOV_MAX regions): equal, as nearly all are,
-        settles every task in it at once; only a chunk that differs is looked at region by region.
+        First every page the snapshot read is read again (a few MB, a few system calls): when
+        none changed, as in a process whose tasks all wait, no task can be stale and no region
+        is worked out.  Otherwise only the regions on a changed page are compared (all of them
+        when the snapshot could not be held in pages), a system call's worth at a time
+        (IOV_MAX regions): equal, as nearly all are, settles every task in it at once; only a
+        chunk that differs is looked at region by region.
         """
+        changed = self.memory.changed_pages()
+        if changed is not None and not changed:
+            return set()
+        mask = ~(PAGE - 1)
+
+        def touches(a: int, n: int) -> bool:
+            return changed is None or any(b in changed for b in range(a & mask, a + max(n, 1), PAGE))
+
         stale = set()
-        tasks = list(built)
+        tasks = [t for t in built if touches(t, 8)]
         for task, current in zip(tasks, self.memory.fresh_many([(t, 8) for t in tasks])):
             if current is None or not 0 < int.from_bytes(current, "little") < MAX_REFCNT:
                 stale.add(task)
-        flat = [(task, a, n) for task, (_rec, regions) in built.items() for a, n in regions]
+        flat = [(task, a, n) for task, rec in built.items()
+                for a, n in self._regions(proc, task, rec) if touches(a, n)]
         regions = [(a, n) for _t, a, n in flat]
         read, cached_concat = self.memory.read, self.memory.cached_concat
         for i, now in self.memory.fresh_chunks(regions):
@@ -297,7 +309,9 @@ class Reader:
             self._gone_check()
             raise CoroscopeError(f"pid {self.pid}: cannot read the interpreter state: {exc}") from None
         self._gone_check()
-        tasks = [{k: v for k, v in r.items() if not k.startswith("_")} for r in records]
+        for r in records:
+            r.pop("_iframes", None)           # the walk's own addresses, not the document's
+        tasks = records
         return {
             "format": "coroscope-bt/1",
             "python": "%d.%d" % self.version,

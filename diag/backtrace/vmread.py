@@ -75,6 +75,7 @@ class ProcessMemory(_memory.Memory):
         self._mem_file = None
         self._use_vm = _vm_readv is not None
         self._buffer = ctypes.create_string_buffer(PAGE)
+        self.whole = True    # every byte of this snapshot is in ``pages`` (see changed_pages)
 
     def close(self) -> None:
         if self._mem_file is not None:
@@ -85,6 +86,34 @@ class ProcessMemory(_memory.Memory):
         """Forget every cached page: the next reads see the target as it is now."""
         self.pages.clear()
         self.bad_pages.clear()
+        self.whole = True
+
+    def _page(self, base: int):
+        if len(self.pages) >= _memory.MAX_CACHED_PAGES:
+            self.whole = False       # the cache starts again: earlier pages are no longer held
+        return super()._page(base)
+
+    def _direct(self, address: int, size: int) -> bytes:
+        self.whole = False           # read past the cache: those bytes are not in ``pages``
+        return super()._direct(address, size)
+
+    def changed_pages(self) -> set[int] | None:
+        """The cached pages of this snapshot whose bytes are not the same now (or no longer
+        readable), read again IOV_MAX pages a system call; None when the snapshot was not read
+        wholly through the cache (the cache overflowed, a read went round it), so pages cannot
+        tell.  No page changed means every byte read since ``new_snapshot`` is as it was."""
+        if not self.whole:
+            return None
+        bases = list(self.pages)
+        changed: set[int] = set()
+        for i, now in self.fresh_chunks([(b, PAGE) for b in bases]):
+            chunk = bases[i:i + IOV_MAX]
+            if now is not None and now == b"".join([self.pages[b] for b in chunk]):
+                continue
+            currents = (self.fresh_many([(b, PAGE) for b in chunk]) if now is None else
+                        [now[k * PAGE:(k + 1) * PAGE] for k in range(len(chunk))])
+            changed.update(b for b, current in zip(chunk, currents) if current != self.pages[b])
+        return changed
 
     def forget(self, address: int, size: int) -> None:
         base = address & ~(PAGE - 1)
