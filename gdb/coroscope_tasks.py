@@ -50,6 +50,7 @@ TRANSPARENT = {"heap:_StepTimedCoroutine": ("diag.instrument._StepTimedCoroutine
 
 _U64 = struct.Struct("<Q")
 _I32 = struct.Struct("<i")
+GENERATOR_KINDS = frozenset(("coroutine", "generator", "async_generator"))
 PRIMITIVES = {  # asyncio synchronisation classes -> awaiting kind
     "Lock": "lock", "Event": "event", "Condition": "condition", "Semaphore": "semaphore",
     "BoundedSemaphore": "semaphore", "Queue": "queue", "PriorityQueue": "queue",
@@ -87,7 +88,7 @@ class Process:
         self._primitive_cache: dict[int, dict] = {}
         self._locals_cache: dict[int, tuple] = {}
         self._loop_cache: dict[int, dict] = {}
-        self._line_cache: dict[tuple, int | None] = {}
+        self._line_cache: dict[tuple, tuple] = {}     # (code, instr) -> (function, file, line)
         self._header_cache: dict[int, tuple[int, int, int]] = {}
         self._has_cells: dict[int, bool] = {}
         self._local_index: dict[int, dict[str, int]] = {}
@@ -221,13 +222,13 @@ class Process:
         if "_asyncio.Task" in self.py.mro_names(task):
             o = self.o
             raw = self.m.read(task, max(o["TaskObj.task_num_cancels_requested"] + 4, o["TaskObj.task_name"] + 8))
-            ptr = lambda name: int.from_bytes(raw[o[name]:o[name] + 8], "little")  # noqa: E731
+            ptr = _U64.unpack_from
             return {
-                "coro": ptr("TaskObj.task_coro"),
-                "fut_waiter": ptr("TaskObj.task_fut_waiter"),
-                "loop": ptr("FutureObj.fut_loop"),
-                "name_obj": ptr("TaskObj.task_name"),
-                "cancels": int.from_bytes(raw[o["TaskObj.task_num_cancels_requested"]:][:4], "little", signed=True),
+                "coro": ptr(raw, o["TaskObj.task_coro"])[0],
+                "fut_waiter": ptr(raw, o["TaskObj.task_fut_waiter"])[0],
+                "loop": ptr(raw, o["FutureObj.fut_loop"])[0],
+                "name_obj": ptr(raw, o["TaskObj.task_name"])[0],
+                "cancels": _I32.unpack_from(raw, o["TaskObj.task_num_cancels_requested"])[0],
             }
         # A pure-Python Task (asyncio.tasks._PyTask or a look-alike).
         num = self.py.number(self.py.getattr(task, "_num_cancels_requested")) or 0
@@ -293,12 +294,13 @@ class Process:
 
     def frame_record(self, iframe: int, kind: str) -> dict:
         code, prev, _top = self._frame_header(iframe)
-        filename, qualname, _first, _table = self.code_info(code)
         key = (code, prev)
-        line = self._line_cache.get(key, -1)
-        if line == -1:
-            line = self._line_cache[key] = line_for(self, code, prev - (code + self.o["PyCodeObject.co_code_adaptive"]))
-        return {"function": qualname, "file": filename, "line": line, "kind": kind,
+        place = self._line_cache.get(key)
+        if place is None:
+            filename, qualname, _first, _table = self.code_info(code)
+            line = line_for(self, code, prev - (code + self.o["PyCodeObject.co_code_adaptive"]))
+            place = self._line_cache[key] = (qualname, filename, line)
+        return {"function": place[0], "file": place[1], "line": place[2], "kind": kind,
                 "frame": f"{iframe:#x}"}
 
     def awaited_by_frame(self, iframe: int, state: int) -> int:
@@ -404,8 +406,8 @@ class Process:
     def _chain_step(self, obj: int, frames: list, iframes: list) -> tuple:
         """One object of an await chain: ('next', obj) | ('leaf', fut) | ('running', tid) | ('end',)."""
         py, o, c = self.py, self.o, self.c
-        k = py.kind(obj)
-        if k in ("coroutine", "generator", "async_generator"):
+        k = py._kind_of_type.get(py.type_of(obj)) or py.kind(obj)   # the first: once per type
+        if k in GENERATOR_KINDS:
             state = self.m.i8(obj + o["PyGenObject.gi_frame_state"])
             iframe = obj + o["PyGenObject.gi_iframe"]
             if state > c["FRAME_EXECUTING"]:  # FRAME_COMPLETED, FRAME_CLEARED
@@ -759,7 +761,7 @@ class Process:
     def _may_hold(self, iframe: int, wanted: dict) -> bool:
         """False when no local of the frame is one of ``wanted`` (one read, no per-local work);
         a frame with cells or free variables is always looked at local by local."""
-        code = self.m.u64(iframe + self.o["_PyInterpreterFrame.f_code"])
+        code = self._frame_header(iframe)[0]
         names, kinds = self._code_locals(code)
         cells = self._has_cells.get(code)
         if cells is None:

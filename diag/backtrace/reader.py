@@ -91,14 +91,20 @@ class Reader:
 
     def process(self):
         """A fresh ``coroscope_tasks.Process`` over memory as it is now."""
-        self.memory.new_snapshot()
-        _tasks.reset_caches()
-        objects = self._objects()
-        try:
-            proc = _tasks.Process(objects, self.runtime, live=True)
-        except Unreadable as exc:
-            self._gone_check()
-            raise CoroscopeError(f"pid {self.pid}: cannot read the interpreter state: {exc}") from None
+        for attempt in range(RETRIES + 1):
+            self.memory.new_snapshot()
+            _tasks.reset_caches()
+            objects = self._objects()
+            try:
+                proc = _tasks.Process(objects, self.runtime, live=True)
+                break
+            except Unreadable as exc:
+                # The interpreter's own lists (threads, the running-tasks dict, the loop's
+                # sets) move while the target runs; a read caught mid-change is taken again.
+                self._gone_check()
+                if attempt == RETRIES:
+                    raise CoroscopeError(f"pid {self.pid}: cannot read the interpreter state "
+                                         f"after {RETRIES} re-reads: {exc}") from None
         proc.layout = self.layout
         return proc
 
@@ -220,12 +226,14 @@ class Reader:
     def _plausible(rec: dict, attempt: int) -> bool:
         """False for a record no suspended task can have: read again.
 
-        A pending task always has at least its coroutine's frame; none means the coroutine had
-        just returned (or was running) while the task's fields still said pending: the loop was
-        in the middle of stepping it.  An unreadable object is read again too, but kept as gdb
-        would show it once every re-read agrees.
+        A task that is not done always has at least its coroutine's frame; none means the
+        coroutine had just returned (or was running) while the task's fields still said
+        pending: the loop was in the middle of stepping it, or the walk met an object that
+        changed under it.  Such a record is never kept: after the last re-read it is torn.  An
+        unreadable object further down a chain is read again too, but kept as gdb would show it
+        (the frames read, and the error) once every re-read agrees.
         """
-        if rec.get("state") in ("pending", "cancelling") and not rec.get("frames"):
+        if rec.get("state") not in ("done", "cancelled") and not rec.get("frames"):
             return False
         return "error" not in rec or attempt == RETRIES
 
