@@ -125,6 +125,8 @@ def format_bt(t: dict, names: dict) -> str:
     head = (f"Task {t['id']:#x} {t.get('name')!r} {t.get('state')}"
             f"  loop {loop.get('class', '?')} {loop.get('address', '')}"
             f"  thread {loop.get('thread') or '-'}")
+    if t.get("request"):
+        head += f"  request {t['request']}"
     lines = [head]
     for i, f in enumerate(t.get("frames") or []):
         lines.append(f"  #{i} {f.get('file')}:{f.get('line')} in {f.get('function')} ({f.get('kind')})")

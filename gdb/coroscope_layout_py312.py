@@ -133,7 +133,15 @@ OFFSETS = {
     "TaskObj.task_coro": 136,
     "TaskObj.task_name": 144,
     "TaskObj.task_num_cancels_requested": 168,
+    "TaskObj.task_context": 152,
     "futureiterobject.future": 16,
+    # Include/internal/pycore_context.h, pycore_hamt.h; Python/hamt.c (the array and
+    # collision nodes are defined there)
+    "PyContext.ctx_vars": 24,
+    "PyHamtObject.h_root": 16,
+    "PyHamtNode_Bitmap.b_array": 32,
+    "PyHamtNode_Array.a_array": 16,
+    "PyHamtNode_Collision.c_array": 32,
 }
 
 CONSTANTS = {

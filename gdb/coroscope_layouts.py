@@ -154,7 +154,15 @@ FIELDS = {
     "TaskObj.task_coro": ("TaskObj", "task_coro"),
     "TaskObj.task_name": ("TaskObj", "task_name"),
     "TaskObj.task_num_cancels_requested": ("TaskObj", "task_num_cancels_requested"),
+    "TaskObj.task_context": ("TaskObj", "task_context"),
     "futureiterobject.future": ("futureiterobject", "future"),
+    # A task's contextvars.Context and its HAMT (Python/context.c, Python/hamt.c): the request
+    # a task serves is a ContextVar's value in it.
+    "PyContext.ctx_vars": ("PyContext", "ctx_vars"),
+    "PyHamtObject.h_root": ("PyHamtObject", "h_root"),
+    "PyHamtNode_Bitmap.b_array": ("PyHamtNode_Bitmap", "b_array"),
+    "PyHamtNode_Array.a_array": ("PyHamtNode_Array", "a_array"),
+    "PyHamtNode_Collision.c_array": ("PyHamtNode_Collision", "c_array"),
 }
 
 # Constants that are not struct members (enum values, flags, opcodes, schemes); never from DWARF.

@@ -17,6 +17,7 @@ from coroscope_memory import PAGE, Memory, Unreadable
 
 MAX_STR = 4096
 MAX_ITEMS = 100_000
+MAX_HAMT_NODES = 256
 Py_TPFLAGS_HEAPTYPE = 1 << 9
 _U64 = struct.Struct("<Q")
 _PAGE_MASK = PAGE - 1
@@ -224,6 +225,41 @@ class Objects:
                 if len(out) >= max_items:
                     break
         return out
+
+    def hamt_get(self, hamt: int, key: int) -> int:
+        """The value stored under the object ``key`` (by identity, as a ContextVar is looked up)
+        in a HAMT, the mapping of a ``contextvars.Context``; 0 when absent.
+
+        Walked whole rather than by the key's hash: a context holds a handful of variables, and
+        the walk needs no hash function of the target.  A bitmap or collision node holds
+        (key, value) pairs, a pair with no key holding a sub-node; an array node holds 32
+        sub-nodes.  Bounded in nodes and depth (a 32-bit hash is 7 levels, then collisions).
+        """
+        o = self.o
+        stack = [(self.m.u64(hamt + o["PyHamtObject.h_root"]), 0)]
+        nodes = 0
+        while stack:
+            node, depth = stack.pop()
+            nodes += 1
+            if nodes > MAX_HAMT_NODES or depth > 8:
+                raise Unreadable(hamt, "context mapping too large")
+            k = self.kind(node)
+            if k == "hamt_array_node":
+                stack.extend((c, depth + 1) for c in self.m.ptrs(node + o["PyHamtNode_Array.a_array"], 32) if c)
+                continue
+            if k == "hamt_bitmap_node":
+                at = o["PyHamtNode_Bitmap.b_array"]
+            elif k == "hamt_collision_node":
+                at = o["PyHamtNode_Collision.c_array"]
+            else:
+                raise Unreadable(node, f"not a context mapping node: {k}")
+            items = self.m.ptrs(node + at, self.var_size(node, 2 * 64))
+            for i in range(0, len(items) - 1, 2):
+                if items[i] == key:
+                    return items[i + 1]
+                if not items[i] and items[i + 1] and k == "hamt_bitmap_node":
+                    stack.append((items[i + 1], depth + 1))
+        return 0
 
     def dict_get(self, obj: int, name: str) -> int:
         """The value for a str key ``name`` (compared by content), or 0."""

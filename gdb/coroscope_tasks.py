@@ -101,6 +101,7 @@ class Process:
         self.errors: list[str] = []
         self.running_by_loop = self._current_tasks()
         self.running_tasks = set(self.running_by_loop.values())
+        self.request_var = self._request_var()
 
     def forget_snapshot(self) -> None:
         """Drop what was read of objects that change (a live reader reading the target again),
@@ -221,13 +222,15 @@ class Process:
     def task_fields(self, task: int) -> dict:
         if "_asyncio.Task" in self.py.mro_names(task):
             o = self.o
-            raw = self.m.read(task, max(o["TaskObj.task_num_cancels_requested"] + 4, o["TaskObj.task_name"] + 8))
+            raw = self.m.read(task, max(o["TaskObj.task_num_cancels_requested"] + 4, o["TaskObj.task_name"] + 8,
+                                        o["TaskObj.task_context"] + 8))
             ptr = _U64.unpack_from
             return {
                 "coro": ptr(raw, o["TaskObj.task_coro"])[0],
                 "fut_waiter": ptr(raw, o["TaskObj.task_fut_waiter"])[0],
                 "loop": ptr(raw, o["FutureObj.fut_loop"])[0],
                 "name_obj": ptr(raw, o["TaskObj.task_name"])[0],
+                "context": ptr(raw, o["TaskObj.task_context"])[0],
                 "cancels": _I32.unpack_from(raw, o["TaskObj.task_num_cancels_requested"])[0],
             }
         # A pure-Python Task (asyncio.tasks._PyTask or a look-alike).
@@ -237,8 +240,23 @@ class Process:
             "fut_waiter": self.py.getattr(task, "_fut_waiter"),
             "loop": self.py.getattr(task, "_loop"),
             "name_obj": self.py.getattr(task, "_name"),
+            "context": self.py.getattr(task, "_context"),
             "cancels": num,
         }
+
+    def _request_var(self) -> int:
+        """``runtime.requests.REQUEST_ID``, the ContextVar holding the id of the request a task
+        serves (set by coroscope's middlewares and its automatic instrumentation); 0 when the
+        target never imported it, and then no task is looked at for one."""
+        d = self._module_dict("runtime.requests")
+        return self.py.dict_get(d, "REQUEST_ID") if d else 0
+
+    def task_request(self, context: int) -> int | None:
+        """The request id in a task's context (its copy, taken when the task was created and
+        set by the request it serves), or None."""
+        mapping = self.m.u64(context + self.o["PyContext.ctx_vars"])
+        value = self.py.hamt_get(mapping, self.request_var) if mapping else 0
+        return self.py.number(value) or None
 
     def task_name(self, task: int, fields: dict | None = None) -> str:
         try:
@@ -709,6 +727,10 @@ class Process:
             f = self.task_fields(task)
             rec["name"] = self.task_name(task, f)
             rec["loop"] = self.loop_info(f["loop"])
+            if self.request_var and f["context"]:
+                request = self.task_request(f["context"])
+                if request:
+                    rec["request"] = request
             state = self.future_state(task)
             if task in self.running_tasks:
                 state = "running"

@@ -260,8 +260,16 @@ class Reader:
         o = self.layout.off
         type_at = o["PyObject.ob_type"]
         # From ob_type on: the reference count moves whenever anything touches the task.
-        regions = [(task + type_at, o["TaskObj.task_num_cancels_requested"] + 4 - type_at)]
+        end = max(o["TaskObj.task_num_cancels_requested"] + 4, o["TaskObj.task_name"] + 8,
+                  o["TaskObj.task_context"] + 8)     # 3.13 moved the count before the pointers
+        regions = [(task + type_at, end - type_at)]
         u64 = self.memory.u64
+        if "request" in rec:             # the context's mapping: a new one when the var is set
+            try:
+                context = u64(task + o["TaskObj.task_context"])
+                regions.append((context + o["PyContext.ctx_vars"], 8))
+            except Unreadable:
+                pass
         frames = rec.get("frames") or ()
         try:
             coro = u64(task + o["TaskObj.task_coro"])

@@ -6,9 +6,9 @@ Which sampler runs (``--backend auto``):
 - await mode, or ``--by task|request``: coroscope's in-process sampler. A command started with
   ``-- CMD`` gets it injected through sitecustomize; a running ``--pid`` started with it (its
   environment holds COROSCOPE_SAMPLER) is read from the cumulative file it keeps, as a
-  difference of two snapshots.  Await mode (``--by task`` too) on any other running ``--pid``
-  reads the tasks from outside, with process_vm_readv (outside.py, 20 Hz by default); ``--by
-  request`` there still needs the in-process sampler, since request names live in the target.
+  difference of two snapshots.  Await mode (``--by task`` or ``--by request`` too) on any other
+  running ``--pid`` reads the tasks from outside, with process_vm_readv (outside.py, 20 Hz by
+  default), a task's request from its context.
 """
 from __future__ import annotations
 
@@ -154,7 +154,7 @@ def _profile_pid(args, backend: str) -> tuple[FlameProfile, str | None]:
         return profile, problem
 
     template = _sampler_env_of(pid).get(ENV_PATH)
-    if not template and args.mode == "await" and args.by != "request":
+    if not template and args.mode == "await":
         return _profile_from_outside(args, pid, duration, target)
     if not template:
         raise CoroscopeError(

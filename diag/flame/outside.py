@@ -4,7 +4,9 @@ The in-process sampler (sampler.py, awaits.py) needs the target started under co
 one needs nothing from the target: each sample is one ``diag.backtrace.reader`` snapshot
 (process_vm_readv, the target never stops), and each pending task adds its await chain,
 outermost frame first, ending in what it waits on, one count per task per sample, like the
-in-process sampler's await mode.  Frames are labelled as that sampler labels them
+in-process sampler's await mode; ``--by request`` roots each chain in the request its task
+serves, read from the task's context (``runtime.requests.REQUEST_ID``, set by coroscope's
+middlewares and automatic instrumentation).  Frames are labelled as that sampler labels them
 (``name (file:line)``) so profiles from either source compare and diff.
 
 A torn chain (changing on every re-read) is not counted as any stack: it is counted in the
@@ -66,7 +68,11 @@ def sample(pid: int, duration: float, rate: float, by: str | None) -> dict:
             for task in doc["tasks"]:
                 if task["state"] not in ("pending", "cancelling", "running"):
                     continue
-                root = (f"[task: {task['name']}]",) if by == "task" else ()
+                root = ()
+                if by == "task":
+                    root = (f"[task: {task['name']}]",)
+                elif by == "request":       # as the in-process sampler roots them: by id
+                    root = (f"[request: {task['request']}]" if task.get("request") else "[no request]",)
                 key = root + chain_of(task)
                 stacks[key] = stacks.get(key, 0.0) + 1
             next_at += period

@@ -306,3 +306,61 @@ def test_same_json_as_gdb_on_other_versions(version):
     finally:
         proc.kill()
         proc.wait()
+
+
+# -- requests, from a task's context -------------------------------------------------------
+
+REQUESTS = """
+import asyncio, json, os, sys, runtime.requests as rq
+async def dependency(i):
+    await asyncio.sleep(3600)
+ids = {"idle": 0}
+async def handler(i):
+    with rq.request(f"GET /items/{{n}}"):
+        ids[f"h{i}"] = rq.REQUEST_ID.get()
+        # the child inherits the request through its copy of the context
+        await asyncio.gather(dependency(i), asyncio.sleep(3600))
+async def idle():
+    await asyncio.sleep(3600)
+async def main():
+    tasks = [asyncio.create_task(handler(i), name=f"h{i}") for i in range(3)]
+    tasks.append(asyncio.create_task(idle(), name="idle"))
+    await asyncio.sleep(0.2)
+    print(json.dumps({"pid": os.getpid(), "ids": ids}), flush=True)
+    await asyncio.to_thread(sys.stdin.readline)
+asyncio.run(main())
+"""
+
+
+def test_requests_of_tasks_read_from_outside(tmp_path):
+    """Each task's request comes from its context: ``bt`` JSON and ``flame --by request``, on a
+    process coroscope did not start."""
+    require("ptrace")
+    target = subprocess.Popen([sys.executable, "-c", REQUESTS], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        hello = json.loads(target.stdout.readline())
+        pid, ids = hello["pid"], hello["ids"]
+        from diag.backtrace.reader import collect_document
+        doc = collect_document(pid)
+        out = tmp_path / "by-request.collapsed.txt"
+        r = run(COROSCOPE + ["flame", "--pid", str(pid), "--mode", "await", "--by", "request",
+                             "--duration", "1", "-o", str(out)], cwd=tmp_path, timeout=60)
+    finally:
+        target.kill()
+        target.wait()
+    by_name = {t["name"]: t for t in doc["tasks"]}
+    assert sorted(ids[f"h{i}"] for i in range(3)) == sorted({ids[f"h{i}"] for i in range(3)})
+    for i in range(3):
+        assert by_name[f"h{i}"]["request"] == ids[f"h{i}"] > 0
+    assert "request" not in by_name["idle"] and ids["idle"] == 0
+    children = [t for t in doc["tasks"] if t["frames"] and t["frames"][0]["function"] == "dependency"]
+    assert sorted(t["request"] for t in children) == sorted(ids[f"h{i}"] for i in range(3))
+    assert r.returncode == 0, r.stderr
+    from diag.flame import formats
+    stacks = formats.parse_collapsed(out.read_text())
+    roots = {k[0] for k in stacks}
+    assert {f"[request: {ids[f'h{i}']}]" for i in range(3)} | {"[no request]"} == roots, roots
+    under = [k for k in stacks if k[0] == f"[request: {ids['h0']}]"]
+    assert any(f.startswith("dependency (") for k in under for f in k), under
