@@ -40,6 +40,7 @@ class TaskRecord:
     awaiting: dict[str, Any]  # always has "kind" (one of AWAITING_KINDS), plus its details
     loop: dict[str, Any] = field(default_factory=dict)   # id, address, class, thread (native tid)
     error: str | None = None  # "<unreadable at 0x...>" when part of the task could not be read
+    request: int | None = None  # the id of the request it serves (runtime.requests.REQUEST_ID)
 
     @property
     def leaf(self) -> TaskFrame | None:
@@ -69,7 +70,7 @@ def task_from_json(d: dict) -> TaskRecord:
         frames=[TaskFrame(file=f.get("file", "?"), line=f.get("line"), function=f.get("function", "?"),
                           kind=f.get("kind", "")) for f in d.get("frames", [])],
         awaiting=dict(d.get("awaiting") or {"kind": "unknown"}),
-        loop=dict(d.get("loop") or {}), error=d.get("error"))
+        loop=dict(d.get("loop") or {}), error=d.get("error"), request=d.get("request"))
 
 
 def report_from_json(doc: dict, target: str) -> BacktraceReport:
@@ -88,7 +89,8 @@ def tasks_jsonable(tasks: list[TaskRecord]) -> list[dict]:
     ``awaiting`` and ``loop`` hold plain JSON values already (they came from JSON)."""
     return [{"id": t.id, "name": t.name, "state": t.state,
              "frames": [_frame_jsonable(f) for f in t.frames],
-             "awaiting": t.awaiting, "loop": t.loop, "error": t.error} for t in tasks]
+             "awaiting": t.awaiting, "loop": t.loop, "error": t.error, "request": t.request}
+            for t in tasks]
 
 
 def tasks_json(tasks: list[TaskRecord]) -> str:

@@ -208,3 +208,41 @@ async def test_top_follows_a_worker_the_master_replaces(service):
         assert source.current.pid in after       # it moved off the dead worker by itself
         status = str(app.query_one("#status", Static).render())
         assert f"pid {source.current.pid}, worker" in status, status
+
+
+@pytest.mark.parametrize("service", ["uvicorn"], indirect=True)
+def test_requests_in_flight_from_outside_bt_and_await_flame(service, tmp_path):
+    """Three requests waiting in the handler, read from outside with no code change: `bt` names
+    each one's request, `flame --mode await --by request` gives one root per request with the
+    handler's await in it."""
+    import threading
+    require("ptrace")
+    from diag.flame import formats
+    results = []
+    clients = [threading.Thread(target=lambda: results.append(service.get(["/wait/4"])))
+               for _ in range(3)]
+    for c in clients:
+        c.start()
+    (pid,) = serving(service)
+    deadline = time.monotonic() + 10
+    while True:                              # until the three have reached the handler
+        bt = subprocess.run([sys.executable, "-m", "diag.cli", "bt", str(pid), "--json"],
+                            capture_output=True, text=True, timeout=60)
+        assert bt.returncode == 0, bt.stderr
+        waiting = [t for t in json.loads(bt.stdout)
+                   if any(f["function"] == "wait" for f in t["frames"])]
+        if len(waiting) == 3 or time.monotonic() > deadline:
+            break
+    out = tmp_path / "by-request.collapsed.txt"
+    r = subprocess.run([sys.executable, "-m", "diag.cli", "flame", "--pid", str(pid), "--mode",
+                        "await", "--by", "request", "--duration", "1", "-o", str(out)],
+                       capture_output=True, text=True, timeout=60)
+    for c in clients:
+        c.join()
+    assert results == [[200]] * 3
+    assert len(waiting) == 3 and len({t["request"] for t in waiting}) == 3, waiting
+    assert all(t["request"] for t in waiting)
+    assert r.returncode == 0, r.stderr
+    stacks = formats.parse_collapsed(out.read_text())
+    roots = {k[0] for k in stacks if any(f.startswith("wait (") for f in k)}
+    assert roots == {f"[request: {t['request']}]" for t in waiting}, roots

@@ -1,5 +1,6 @@
 """A FastAPI service as its users write it: no coroscope import, nothing printed.
 Each request to /items/{n} makes exactly one getppid syscall, which the framework never makes."""
+import asyncio
 import os
 
 from fastapi import FastAPI
@@ -12,6 +13,13 @@ app = FastAPI()
 async def item(n: int):
     os.getppid()
     return {"n": n}
+
+
+@app.get("/wait/{s}")
+async def wait(s: float):
+    os.getppid()
+    await asyncio.sleep(s)
+    return {"waited": s}
 
 
 @app.get("/stream/{n}")
