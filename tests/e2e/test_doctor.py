@@ -15,7 +15,9 @@ def test_doctor_ranks_a_blocked_loop_first_and_writes_its_reports(tmp_path):
     require("bcc", "py-spy", "wrk")
     html, js = tmp_path / "report.html", tmp_path / "report.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "diag.cli", "doctor", "--loop", "runtime", "--duration", "1",
+        # 2 s: the four connections' first requests block the loop 200 ms each, one after the
+        # other; in a 1 s phase on a loaded machine the last could go unread before it ended
+        [sys.executable, "-m", "diag.cli", "doctor", "--loop", "runtime", "--duration", "2",
          "--connections", "4", "-o", str(html), "--json", str(js), "--",
          sys.executable, "-m", "examples.regressions.blocking", "--port", "0"],
         capture_output=True, text=True, timeout=120, cwd=ROOT)
