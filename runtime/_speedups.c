@@ -753,7 +753,7 @@ static struct {
     uint64_t ring_mask;        /* ring_records - 1 */
     int64_t *iter_counters;    /* loop_iterations, io_ready, records_written */
     SequenceObject *seq;       /* the writer's sequence counter */
-    PyObject *run_one;         /* run_one(handle, t, exact, queued_by, report_error) -> t1, or -1: skipped */
+    PyObject *run_one;         /* run_one(handle, t, queued_by, report_error) -> t1, or -1: skipped */
     PyObject *slow_callback;   /* slow_plain(duration_ns, callback) */
     PyObject *request_var;     /* runtime.requests.REQUEST_ID */
     PyObject *task_types;      /* a tuple: asyncio.Task and the Python Task */
@@ -769,17 +769,6 @@ now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);    /* time.monotonic_ns's clock */
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-/* monotonic_ns(): time.monotonic_ns (runtime.accel.monotonic_ns says why it is here) */
-static PyObject *
-monotonic_ns(PyObject *module, PyObject *const *argv, Py_ssize_t nargs)
-{
-    if (nargs != 0) {
-        PyErr_SetString(PyExc_TypeError, "monotonic_ns() takes no arguments");
-        return NULL;
-    }
-    return PyLong_FromLongLong(now_ns());
 }
 
 static inline int
@@ -981,57 +970,50 @@ plain(PyObject *handle, const Py_ssize_t **off)
     return in_request < 0 ? -1 : !in_request;
 }
 
-/* run_one(handle, t, exact, queued_by, report_error): the tracer's Python for one handle */
+/* run_one(handle, t, queued_by, report_error): the tracer's Python for one handle */
 static PyObject *
-call_run_one(PyObject *handle, int64_t t, int exact, PyObject *report_error)
+call_run_one(PyObject *handle, int64_t t, PyObject *report_error)
 {
     PyObject *t_obj = PyLong_FromLongLong(t);
     PyObject *queued = PyLong_FromLongLong(tr.queued_by);
     PyObject *res = NULL;
     if (t_obj != NULL && queued != NULL) {
-        PyObject *args[5] = {handle, t_obj, exact ? Py_True : Py_False, queued, report_error};
-        res = PyObject_Vectorcall(tr.run_one, args, 5, NULL);
+        PyObject *args[4] = {handle, t_obj, queued, report_error};
+        res = PyObject_Vectorcall(tr.run_one, args, 4, NULL);
     }
     Py_XDECREF(t_obj);
     Py_XDECREF(queued);
     return res;
 }
 
-/* trace_iteration(event_list, poll_end_ns, ready, ntodo, report_error): as the tracer's
- * Python ``iteration``: the record (event_list None: none), then ntodo handles (report_error
- * None: none). */
+/* trace_iteration(event_list, ready, ntodo, report_error): as the tracer's Python
+ * ``iteration``: the stamp read here, the record (event_list None: none), then ntodo handles
+ * (report_error None: none). */
 static PyObject *
 trace_iteration(PyObject *module, PyObject *const *argv, Py_ssize_t nargs)
 {
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "trace_iteration(event_list, poll_end_ns, ready, ntodo, report_error)");
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "trace_iteration(event_list, ready, ntodo, report_error)");
         return NULL;
     }
     if (!tr.held || handle_type == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "runtime._speedups.trace_setup() was not called");
         return NULL;
     }
-    /* PyLong_AsLong: as wide as long long here (LP64), and without the byte-array conversion
-     * CPython 3.11's PyLong_AsLongLong makes of a clock reading's three digits */
-    Py_BUILD_ASSERT(sizeof(long) == sizeof(int64_t));
-    int64_t poll_end = PyLong_AsLong(argv[1]);
-    Py_ssize_t ntodo = PyLong_AsSsize_t(argv[3]);
-    if (PyErr_Occurred())
+    Py_BUILD_ASSERT(sizeof(long) == sizeof(int64_t));   /* PyLong_AsLong reads a clock reading */
+    Py_ssize_t ntodo = PyLong_AsSsize_t(argv[2]);
+    if (ntodo == -1 && PyErr_Occurred())
         return NULL;
+    int64_t poll_end = now_ns();
     if (argv[0] != Py_None && write_iteration(argv[0], poll_end, ntodo) < 0)
         return NULL;
-    PyObject *report_error = argv[4];
+    PyObject *report_error = argv[3];
     if (report_error == Py_None)
         Py_RETURN_NONE;
     popper pop;
-    if (popper_of(argv[2], &pop) < 0)
+    if (popper_of(argv[1], &pop) < 0)
         return NULL;
     int64_t t = poll_end;
-    int exact = 0;
-    if (!t) {
-        t = now_ns();
-        exact = 1;
-    }
     for (Py_ssize_t i = 0; i < ntodo; i++) {
         PyObject *handle = pop_ready(&pop);
         if (handle == NULL)
@@ -1052,7 +1034,6 @@ trace_iteration(PyObject *module, PyObject *const *argv, Py_ssize_t nargs)
                         status = -1;
                 }
                 t = t1;
-                exact = 1;
             }
             Py_DECREF(cb);
             Py_DECREF(handle);
@@ -1064,7 +1045,7 @@ trace_iteration(PyObject *module, PyObject *const *argv, Py_ssize_t nargs)
             Py_DECREF(handle);
             goto error;
         }
-        PyObject *res = call_run_one(handle, t, exact, report_error);
+        PyObject *res = call_run_one(handle, t, report_error);
         Py_DECREF(handle);
         if (res == NULL)
             goto error;
@@ -1072,10 +1053,8 @@ trace_iteration(PyObject *module, PyObject *const *argv, Py_ssize_t nargs)
         Py_DECREF(res);
         if (t1 == -1 && PyErr_Occurred())
             goto error;
-        if (t1 >= 0) {
+        if (t1 >= 0)
             t = t1;
-            exact = 1;
-        }
     }
     Py_DECREF(pop.callable);
     tr.callbacks_end = t;
@@ -1106,15 +1085,13 @@ static PyMethodDef methods[] = {
      "method descriptors of Loop."},
     {"run_ready", (PyCFunction)(void (*)(void))run_ready, METH_FASTCALL,
      "run_ready(ready, ntodo, report_error): run the first ntodo ready handles."},
-    {"monotonic_ns", (PyCFunction)(void (*)(void))monotonic_ns, METH_FASTCALL,
-     "monotonic_ns(): time.monotonic_ns(), as a fast-call function."},
     {"trace_setup", trace_setup, METH_VARARGS,
      "trace_setup(mm, record_size, ring_off, ring_records, counters_at, sequence, run_one, slow_callback, "
      "request_var, task_types, slow_ns, iter_head, io_head): the probe file trace_iteration writes."},
     {"trace_release", trace_release, METH_NOARGS,
      "trace_release(): let go of the probe file's mapping and the tracer's objects."},
     {"trace_iteration", (PyCFunction)(void (*)(void))trace_iteration, METH_FASTCALL,
-     "trace_iteration(event_list, poll_end_ns, ready, ntodo, report_error): the traced iteration."},
+     "trace_iteration(event_list, ready, ntodo, report_error): the traced iteration."},
     {NULL, NULL, 0, NULL},
 };
 

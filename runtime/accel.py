@@ -33,11 +33,6 @@ else:
 
 COMPILED = _speedups is not None
 
-# time.monotonic_ns, which the traced loop reads once an iteration (the poll's end). The C one
-# reads the same clock; it is a METH_FASTCALL function, which CPython 3.11 calls through a
-# specialised instruction, where time.monotonic_ns (METH_NOARGS) takes the generic call path.
-monotonic_ns = _speedups.monotonic_ns if COMPILED else __import__("time").monotonic_ns
-
 
 def choose(loop_class, run_ready, tracer):
     """Install the chosen call_soon, call_at, call_later, get_debug and _timer_handle_cancelled

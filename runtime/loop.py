@@ -55,7 +55,6 @@ _copy_context = contextvars.copy_context
 _Handle = _events.Handle
 _TimerHandle = _events.TimerHandle
 _new_handle = object.__new__
-_monotonic_ns = accel.monotonic_ns      # the poll's end, with tracing on
 # asyncio's internals on this CPython (runtime.asyncio_versions: the one table keyed by version).
 _ASYNCIO = asyncio_versions.CURRENT
 _logger = base_events.logger
@@ -77,7 +76,7 @@ class _ReadPipeTransport(unix_events._UnixReadPipeTransport):
     """Reads into the loop's buffer, as the stream transport does (asyncio: os.read(fd, 256 KiB))."""
 
     def _read_ready(self):
-        view = self._loop._read_view
+        view = self._loop._receive_view()
         try:
             nbytes = os.readv(self._fileno, [view])
         except (BlockingIOError, InterruptedError):
@@ -125,6 +124,7 @@ class Loop(unix_events._UnixSelectorEventLoop):
         self._owned: weakref.WeakValueDictionary[int, object] = weakref.WeakValueDictionary()
         self._eventfd = -1  # the wakeup eventfd; -1 once closed
         self._wakeup_file = None  # FileIO over _eventfd, so other threads see it closed safely
+        self._read_buffer = self._read_view = None  # see _receive_view
         # runtime.run() and new_event_loop() honour COROSCOPE_TRACE in a process the start-up
         # hook did not switch on (an interpreter without coroscope installed)
         if not TRACE.on and os.environ.get("COROSCOPE_TRACE"):
@@ -136,14 +136,17 @@ class Loop(unix_events._UnixSelectorEventLoop):
     # One receive buffer shared by this loop's transports (reads are synchronous, and the
     # protocol receives a copy, so one suffices), made when the first transport asks for it: a
     # loop that never reads (asyncio.run of a computation) does not pay 256 KiB for it. A
-    # cached_property, not __getattr__: a class with __getattr__ slows every attribute read.
-    @functools.cached_property
-    def _read_buffer(self) -> bytearray:
-        return bytearray(_READ_BUFFER_SIZE)
-
-    @functools.cached_property
-    def _read_view(self) -> memoryview:
-        return memoryview(self._read_buffer)
+    # method, not __getattr__ (which slows every attribute read) nor functools.cached_property:
+    # that one writes into ``__dict__``, which makes CPython give the instance a real dict in
+    # place of its inline attribute values, and on 3.11 to 3.13 no read of an attribute kept in
+    # such a dict is specialised: every read of the loop's attributes (``_stopping``,
+    # ``_selector``...) would take the generic lookup, a few hundred instructions an iteration.
+    def _receive_view(self) -> memoryview:
+        view = self._read_view
+        if view is None:
+            self._read_buffer = bytearray(_READ_BUFFER_SIZE)
+            view = self._read_view = memoryview(self._read_buffer)
+        return view
 
     # -- the wakeup eventfd and the signal socketpair ---------------------------------------
     def _make_self_pipe(self):
@@ -416,7 +419,9 @@ class Loop(unix_events._UnixSelectorEventLoop):
     def _process_events(self, event_list):
         ready = self._ready
         for key, mask in event_list:
-            reader, writer = key.data
+            # key[3], not key.data: a namedtuple's field is a descriptor CPython does not
+            # specialise the read of; an index into a tuple it does
+            reader, writer = key[3]
             if mask & 1 and reader is not None:
                 if reader._cancelled:
                     self._remove_reader(key.fileobj)
@@ -471,8 +476,6 @@ class Loop(unix_events._UnixSelectorEventLoop):
 
         tracing = TRACE.on
         event_list = self._selector.select(timeout)
-        if tracing:
-            poll_end = _monotonic_ns()
         if event_list:
             self._process_events(event_list)
 
@@ -493,8 +496,7 @@ class Loop(unix_events._UnixSelectorEventLoop):
         ntodo = len(ready)
         if tracing:
             # The iteration's record; then, but in debug mode, the tracer runs the handles.
-            TRACE.iteration(event_list, poll_end, ready, ntodo,
-                            None if self._debug else _report_callback_error)
+            TRACE.iteration(event_list, ready, ntodo, None if self._debug else _report_callback_error)
         event_list = None  # break cycles when an exception occurs
         if self._debug:
             self._run_ready_debug(ntodo, tracing)

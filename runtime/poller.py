@@ -224,7 +224,7 @@ class EpollPoller(selectors.BaseSelector):
                 mask = EVENT_READ
             if ev & ~_EPOLLIN:
                 mask |= EVENT_WRITE
-            mask &= key.events
+            mask &= key[2]  # key.events: see Loop._process_events on why the index
             if mask:
                 ready.append((key, mask))
         return ready

@@ -101,10 +101,10 @@ creation and after a bare ``yield`` (``asyncio.sleep(0)``: the task woke itself)
 ``task_wakeup`` (Python: ``__wakeup``), the done callback of the future it awaited (woken).
 So a step begin carries, at no extra record, ``b`` = ``WAKE_FIRST`` / ``WAKE_SELF`` /
 ``WAKE_WOKEN`` (``WAKE_UNKNOWN`` when the emitter cannot tell) and ``a`` = ``ready_for_ns``:
-how long before the step began it was certainly in the ready queue, namely since the end of
-the poll of the iteration that runs it (the runtime's LOOP_ITERATION stamp; everything a step
-is woken by runs in an earlier iteration's callbacks, or is a due timer moved to the ready
-queue microseconds after that poll). diag.instrument's loops use the end of the previous
+how long before the step began it was certainly in the ready queue, namely since the stamp
+of the iteration that runs it (the runtime's LOOP_ITERATION stamp, read after the poll's events
+and the due timers were queued; everything a step is woken by runs in an earlier iteration's
+callbacks, or is one of those). diag.instrument's loops use the end of the previous
 iteration. That costs the writer one load and one subtraction per step
 instead of a timestamp per ``call_soon``, and a duration packs cheaper than a second
 timestamp (struct packs an int under 2**30, one CPython digit, some 300 instructions faster
@@ -118,10 +118,11 @@ the iteration end is the last one any of them finished: a woken step's delay is 
 
 Loop iterations and ready events (version 3)
 --------------------------------------------
-The runtime writes one LOOP_ITERATION record per iteration, after its poll (stamped with the
-poll's end) and before its callbacks run: a = ns blocked in the poll (measured from the end of
-the previous iteration's callbacks, so it includes the loop's few lines of bookkeeping before the
-poll: one clock read fewer per iteration; 0 for the first), b = events the poll
+The runtime writes one LOOP_ITERATION record per iteration, after its poll and before its
+callbacks run, stamped when the poll's events and due timers have been queued (microseconds
+after the poll's end): a = ns blocked in the poll (measured from the end of the previous
+iteration's callbacks to the stamp, so it includes the loop's few lines of bookkeeping around
+the poll: one clock read fewer per iteration; 0 for the first), b = events the poll
 returned, c = ready handles the iteration runs, and d, e, f = up to ``ITERATION_INLINE_EVENTS``
 of those events, each ``fd << 2 | mask`` with the selectors mask the poll returned (1 read,
 2 write; never 0, so 0 means no event; ``inline_ready_events`` unpacks them). Events past those

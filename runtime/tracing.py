@@ -15,7 +15,7 @@ swaps the methods for ones that write records to the probe file. It changes ``TR
 Tracepoints and the place in the loop that calls them:
 
     task_create(task)                  BaseEventLoop.create_task / the task factory
-    iteration(event_list, poll_end_ns, ready, ntodo, report_error)
+    iteration(event_list, ready, ntodo, report_error)
                                        _run_once, after the poll and the due timers: the
                                        iteration's record (io_ready for each event and
                                        loop_iteration), then the ntodo ready handles, each run as
@@ -108,7 +108,7 @@ class _Off:
     def fd_open(self, fd, kind): pass
     def fd_close(self, fd): pass
     def loop_iteration(self, poll_ns, nevents, ncallbacks): pass
-    def iteration(self, event_list, poll_end_ns, ready, ntodo, report_error):
+    def iteration(self, event_list, ready, ntodo, report_error):
         # The generic form of the per-iteration tracepoint, in terms of the per-event and
         # per-handle ones: _On replaces it with one that writes the records itself; a subclass
         # (a test's recorder) sees io_ready, loop_iteration and run_handle calls.
@@ -516,7 +516,7 @@ def _fast_tracepoints(tracer: _On) -> dict:
     they say (counted with callgrind on the echo benchmark: some 13,000 instructions per
     iteration in the first version, against 21,000 for the untraced iteration itself). So:
     one record for the poll and up to three of its ready events (the probe file's
-    LOOP_ITERATION, version 3), stamped with the poll's end that the loop reads anyway; the
+    LOOP_ITERATION, version 3), stamped by one clock read at the call's start; the
     ready handles run in the same call, their work inlined as the untraced loop has it, with
     one clock read per handle (the end of one callback is the start of the next); a record's
     ring offset is looked up (``ProbeWriter.ring_offsets``), not computed from
@@ -551,10 +551,10 @@ def _fast_tracepoints(tracer: _On) -> dict:
     queued_by = 0          # the end of the current iteration's poll: its steps were queued by then
     callbacks_end = 0      # when the last iteration's callbacks ended: the next poll began just after
 
-    def run_one(handle, t, exact, queued, report_error):
-        """Run one ready handle as the traced loop does; ``t``: when it starts (``exact`` False:
-        only a lower bound, the poll's end, and a task step reads the clock itself), ``queued``:
-        the end of its iteration's poll (0: unknown). Returns the clock at its end, -1 if it was cancelled.
+    def run_one(handle, t, queued, report_error):
+        """Run one ready handle as the traced loop does; ``t``: when it starts (the end of the
+        one before, or the iteration's stamp), ``queued``: its iteration's stamp, by when it was
+        certainly in the ready queue (0: unknown). Returns the clock at its end, -1 if it was cancelled.
         The Python ``iteration`` runs every handle through it; the C one
         (runtime._speedups.trace_iteration) only those that are not a plain callback outside any
         request, which get no record."""
@@ -613,7 +613,10 @@ def _fast_tracepoints(tracer: _On) -> dict:
                     wake = _WAKE_FIRST
                 task = task_id(owner, slot)
             head = slot << 16
-            if not exact:
+            if t == queued:
+                # the iteration's first handle: its stamp is when the step was certainly
+                # queued by, and the step's own begin comes after it (ready_for_ns > 0; 0 is
+                # "unknown")
                 t = _monotonic_ns()
             words[base + 1] = task
             words[base + 2] = req
@@ -659,18 +662,24 @@ def _fast_tracepoints(tracer: _On) -> dict:
             raise fatal
         return t1
 
-    def iteration(event_list, poll_end_ns, ready, ntodo, report_error):
+    def iteration(event_list, ready, ntodo, report_error):
         """One loop iteration after its poll: its record (event_list None: none), then the
         ``ntodo`` handles popped from ``ready`` and run (report_error None: none; the debug
         loop runs them itself through run_handle). ``report_error(handle, exc)`` is the loop's
         answer to a callback that raised, as Handle._run has it."""
         nonlocal queued_by, callbacks_end
+        # The iteration's stamp, read here rather than by the loop as its poll returns: the
+        # loop would pay for an int object and this call for reading it back, some 400
+        # instructions a request at one connection. It comes after the loop queued the poll's
+        # events and the due timers, microseconds after the poll's end.
+        poll_end_ns = _monotonic_ns()
         if event_list is not None:
-            # The poll's time: from the end of the last iteration's callbacks, so the few lines
-            # of loop bookkeeping before the poll are counted in, and no clock is read for it.
+            # The poll's time: from the end of the last iteration's callbacks to this stamp, so
+            # the few lines of loop bookkeeping around the poll are counted in, and no clock is
+            # read for its start.
             poll_ns = poll_end_ns - callbacks_end if callbacks_end else 0
-            # Every step this iteration runs was in the ready queue by the end of the poll,
-            # or within microseconds of it (a due timer's callback): its step begin says so.
+            # Every step this iteration runs was in the ready queue by this stamp (the poll's
+            # events and the due timers were queued before it): its step begin says so.
             queued_by = poll_end_ns
             nevents = len(event_list)
             seq = next_seq()
@@ -696,21 +705,13 @@ def _fast_tracepoints(tracer: _On) -> dict:
         if report_error is None:
             return
         popleft = ready.popleft
-        # t: when the next callback starts, the end of the one before. Before the first, t is
-        # the poll's end (exact False): a plain callback is then charged the loop's event and
-        # timer bookkeeping and this record too, microseconds against the 100 ms slow
-        # threshold, for one clock read less an iteration; a task step reads the clock itself,
-        # as its record reports when it began and how long it ran.
+        # t: when the next callback starts, the end of the one before; the first is charged
+        # this record too, well under a microsecond.
         t = poll_end_ns
-        exact = False
-        if not t:
-            t = _monotonic_ns()
-            exact = True
         for _ in range(ntodo):
-            t1 = run_one(popleft(), t, exact, queued_by, report_error)
+            t1 = run_one(popleft(), t, queued_by, report_error)
             if t1 >= 0:
                 t = t1
-                exact = True
         callbacks_end = t
 
     def slow_plain(duration_ns, cb):
@@ -728,7 +729,7 @@ def _fast_tracepoints(tracer: _On) -> dict:
 
     def run_handle(handle, report_error):
         single.append(handle)
-        iteration(None, 0, single, 1, report_error)
+        iteration(None, single, 1, report_error)
 
     def io_ready(fd, events):
         # diag.instrument's per-event form: the events of one poll share the first one's stamp
@@ -797,7 +798,12 @@ def enable(*, slow_step_ms: float | None = None, loop_kind: str = "runtime",
         )
         TRACE.__class__ = _On
         d.update(_fast_tracepoints(TRACE))
-        d["on"] = True                         # last: everything a tracepoint uses is in place
+        # A plain dict in place of the one ``TRACE.__dict__`` made of the instance's inline
+        # values: CPython 3.11-3.13 specialise no attribute read from such a (split) dict, so
+        # the loop's ``TRACE.on`` and ``TRACE.iteration`` would each take the generic lookup,
+        # some 200 instructions an iteration. The swap is atomic under the GIL.
+        TRACE.__dict__ = dict(d)
+        TRACE.__dict__["on"] = True            # last: everything a tracepoint uses is in place
         _hook_unawaited(True)
         if not _atexit_registered:
             atexit.register(disable)

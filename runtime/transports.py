@@ -46,7 +46,7 @@ class StreamTransport(selector_events._SelectorSocketTransport):
 
     def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
         self._buffer_size = 0
-        self._read_view = loop._read_view  # the loop's shared receive buffer
+        self._read_view = loop._receive_view()  # the loop's shared receive buffer
         super().__init__(loop, sock, protocol, waiter, extra, server)
         # From 3.12 asyncio's constructor makes its own write queue (a deque, whatever
         # _buffer_factory says) and stores its sendmsg writer on the instance, which would
@@ -54,7 +54,12 @@ class StreamTransport(selector_events._SelectorSocketTransport):
         # (3.12's close() sets that attribute to None again; by then the writer, if one is
         # registered, holds the bound method, and a write that would register one is refused.)
         self._buffer = ()
-        self.__dict__.pop("_write_ready", None)
+        # del, not self.__dict__.pop: touching __dict__ gives the instance a real dict in place
+        # of its inline values, and CPython 3.11-3.13 then specialise no read of its attributes
+        try:
+            del self._write_ready
+        except AttributeError:  # 3.11: asyncio's constructor stores none
+            pass
 
     # -- reading ----------------------------------------------------------------------------
     def set_protocol(self, protocol):
@@ -259,7 +264,7 @@ class DatagramTransport(selector_events._SelectorDatagramTransport):
     def _read_ready(self):
         if self._conn_lost:
             return
-        view = self._loop._read_view
+        view = self._loop._receive_view()
         try:
             nbytes, addr = self._sock.recvfrom_into(view)
         except (BlockingIOError, InterruptedError):

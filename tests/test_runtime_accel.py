@@ -306,23 +306,19 @@ from runtime import probefile as pf
 seq = accel.sequence_counter(5)
 taken = [next(seq), next(seq), seq.__next__()]
 after = pf.next_of(seq)
-t0 = time.monotonic_ns()
-now = accel.monotonic_ns()
-t1 = time.monotonic_ns()
 w = pf.ProbeWriter.create(path=__import__("sys").argv[1])
 w.emit(pf.Rec.TIMER_FIRE, pf.NO_THREAD, 0, 0, 0, 1, 2)
 w.emit(pf.Rec.TIMER_FIRE, pf.NO_THREAD, 0, 0, 0, 3, 4)
 written = w.records_written
 w.close()
-print(json.dumps({"kind": type(seq).__name__, "taken": taken, "next": after, "written": written,
-                  "clock_between": t0 <= now <= t1}))
+print(json.dumps({"kind": type(seq).__name__, "taken": taken, "next": after, "written": written}))
 '''
 
 
 @pytest.mark.parametrize("pure", [True, False], ids=["pure", "accelerated"])
-def test_the_sequence_counter_and_clock_of_either_path(pure, tmp_path):
+def test_the_sequence_counter_of_either_path(pure, tmp_path):
     """accel.sequence_counter is itertools.count or the C Sequence: the same numbers, the same
-    next_of (which ProbeWriter.records_written reads); accel.monotonic_ns reads time.monotonic_ns's clock."""
+    next_of (which ProbeWriter.records_written reads)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("COROSCOPE_TRACE", None)
     env.pop("COROSCOPE_PURE_PYTHON", None)
@@ -337,4 +333,4 @@ def test_the_sequence_counter_and_clock_of_either_path(pure, tmp_path):
         pytest.skip(runtime.accel.REASON)
     assert out["kind"] == ("count" if pure else "Sequence")
     assert out["taken"] == [5, 6, 7] and out["next"] == 8
-    assert out["written"] == 2 and out["clock_between"] is True
+    assert out["written"] == 2
