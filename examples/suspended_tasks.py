@@ -234,8 +234,10 @@ async def main(kind: str, extra: int):
     INFO["sock_fd"] = a.fileno()
     for _ in range(20):
         await asyncio.sleep(0.01)
-    print(json.dumps({"ready": True, "pid": os.getpid(), "port": port,
-                      "loop": type(loop).__name__, **INFO}), flush=True)
+    # Announced from a callback, which runs only once this task has suspended in serve_forever:
+    # printing here would let a reader that starts at the line see this task still running.
+    loop.call_soon(lambda: print(json.dumps({"ready": True, "pid": os.getpid(), "port": port,
+                                             "loop": type(loop).__name__, **INFO}), flush=True))
     async with server:
         await server.serve_forever()  # bt:main
 

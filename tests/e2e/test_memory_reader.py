@@ -30,6 +30,25 @@ def comparable(doc: dict) -> dict:
     return out
 
 
+def differences(mine: dict, theirs: dict) -> list:
+    """What differs between two comparable documents, task by task, so a failure names the field."""
+    a, b = comparable(mine), comparable(theirs)
+    out = [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
+           if k != "tasks" and a.get(k) != b.get(k)]
+    ta = {t["address"]: t for t in a["tasks"]}
+    tb = {t["address"]: t for t in b["tasks"]}
+    for addr in sorted(set(ta) | set(tb)):
+        x, y = ta.get(addr), tb.get(addr)
+        if x is None or y is None:
+            out.append((addr, "only in " + ("gdb's" if x is None else "the reader's"), (x or y)["name"]))
+            continue
+        out += [(f"{x['name']}.{k}", x.get(k), y.get(k)) for k in sorted(set(x) | set(y))
+                if x.get(k) != y.get(k)]
+    if not out and [t["address"] for t in a["tasks"]] != [t["address"] for t in b["tasks"]]:
+        out.append(("tasks", "same tasks in another order", None))
+    return out
+
+
 @pytest.fixture(scope="module", params=["asyncio", "runtime"])
 def target(request):
     require("ptrace")
@@ -47,7 +66,7 @@ def test_same_json_as_gdb_live(target):
     assert len(mine["tasks"]) == TASK_COUNT
     assert mine["layout"].endswith("read by process_vm_readv")
     theirs = through_gdb(pid=target.pid)
-    assert comparable(mine) == comparable(theirs)
+    assert differences(mine, theirs) == []
     assert target.echo() == b"ping\n"
 
 
@@ -302,7 +321,7 @@ def test_same_json_as_gdb_on_other_versions(version):
             raise
         assert mine["python"] == version and (mine["torn"], mine["vanished"]) == (0, 0)
         assert len(mine["tasks"]) == TASK_COUNT
-        assert comparable(mine) == comparable(through_gdb(pid=pid))
+        assert differences(mine, through_gdb(pid=pid)) == []
     finally:
         proc.kill()
         proc.wait()
