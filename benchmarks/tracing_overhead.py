@@ -1,6 +1,6 @@
 """What the tracepoints cost: echo throughput on the runtime with them compiled out, off, and on.
 
-    python -m benchmarks.tracing_overhead [--quick] [--json FILE]
+    python -m benchmarks.tracing_overhead [--quick | --callgrind] [--json FILE]
 
 Three builds of the same runtime serve the echo benchmark's server (``benchmarks.echo_server``),
 loaded by a client on uvloop (``client`` below: one 64-byte message in flight per connection,
@@ -205,6 +205,75 @@ def measure_inproc(build: str, conns: int, requests: int, trials: int) -> list[f
     return [float(x) for x in out.stdout.split()]
 
 
+# ------------------------------------------- instructions per request, under callgrind
+CALLGRIND_REQUESTS = (1000, 3000)      # per trial; a run is a warm-up trial and one measured
+
+
+def callgrind_instructions(build: str, conns: int, requests: int) -> int:
+    """Instructions callgrind counts for a fresh interpreter running ``inproc`` once."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    env.pop("COROSCOPE_TRACE", None)
+    proc = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                           sys.executable, "-m", "benchmarks.tracing_overhead", "--inproc",
+                           f"{build},{conns},{requests},1"],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
+    for line in proc.stderr.splitlines():
+        if proc.returncode == 0 and "Collected :" in line:
+            return int(line.rsplit(":", 1)[1].strip())
+    raise RuntimeError(f"callgrind run of {build} at {conns} connections failed: "
+                       f"{proc.stderr.strip().splitlines()[-1:]}")
+
+
+def per_request(small: int, large: int) -> float:
+    """One request's instructions from the two runs: start-up and the connections cancel out
+    (each run is 2 x its trial's requests: the warm-up and the measured trial)."""
+    lo, hi = CALLGRIND_REQUESTS
+    if large < small:
+        raise ValueError(f"the larger run counted fewer instructions ({large}) than the smaller ({small})")
+    return (large - small) / (2 * (hi - lo))
+
+
+def run_callgrind() -> dict:
+    """Instructions per request of each build at 1 and 50 connections: deterministic, so the
+    verdict does not depend on how busy the machine is. Two runs at a time (one per core)."""
+    import shutil
+    from concurrent.futures import ThreadPoolExecutor
+    if shutil.which("valgrind") is None:
+        return {"skipped": "valgrind is not installed"}
+    jobs = [(b, c, n) for c in (1, 50) for b in BUILDS for n in CALLGRIND_REQUESTS]
+    with ThreadPoolExecutor(2) as pool:
+        counts = dict(zip(jobs, pool.map(lambda job: callgrind_instructions(*job), jobs)))
+    return callgrind_report({c: {b: per_request(*(counts[(b, c, n)] for n in CALLGRIND_REQUESTS))
+                                 for b in BUILDS} for c in (1, 50)})
+
+
+def callgrind_report(ir: dict) -> dict:
+    """{connections: {build: instructions per request}} -> the report, with the verdict."""
+    out = {c: {"instructions_per_request": v, "off_vs_removed": v["removed"] / v["off"] - 1,
+               "on_vs_removed": v["removed"] / v["on"] - 1} for c, v in ir.items()}
+    return {"callgrind": out,
+            "off_within_target": min(v["off_vs_removed"] for v in out.values()) >= -TARGET_OFF,
+            "on_within_target": all(out[c]["on_vs_removed"] >= -TARGET_ON[c] for c in out)}
+
+
+def render_callgrind(report: dict) -> str:
+    if "skipped" in report:
+        return f"instructions per request (callgrind): skipped: {report['skipped']}"
+    head = f"{'conns':>5} {'build':<8} {'instructions/req':>16} {'vs removed':>10}"
+    lines = ["instructions per echo request under callgrind (server and client on one runtime "
+             f"loop; runs of {' and '.join(map(str, CALLGRIND_REQUESTS))} requests, the difference)",
+             head, "-" * len(head)]
+    for conns, v in report["callgrind"].items():
+        ir = v["instructions_per_request"]
+        for b in BUILDS:
+            rel = "" if b == "removed" else f"{ir['removed'] / ir[b] - 1:+.1%}"
+            lines.append(f"{conns:>5} {b:<8} {ir[b]:>16,.0f} {rel:>10}")
+    lines.append(f"verdict (instructions per request, throughput is their inverse): off within "
+                 f"{TARGET_OFF:.0%}: {report['off_within_target']}   on within {TARGET_ON[1]:.0%} "
+                 f"(1 conn) / {TARGET_ON[50]:.0%} (50): {report['on_within_target']}")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------- measuring
 def measure(build: str, conns: int, warmup: float, seconds: float) -> dict:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
@@ -312,6 +381,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one short run per build")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--callgrind", action="store_true",
+                        help="only instructions per request under callgrind (deterministic)")
     parser.add_argument("--serve", choices=BUILDS, help=argparse.SUPPRESS)
     parser.add_argument("--client", help=argparse.SUPPRESS)
     parser.add_argument("--inproc", help=argparse.SUPPRESS)
@@ -327,8 +398,12 @@ def main(argv=None) -> int:
     if args.serve:
         serve(args.serve)
         return 0
-    report = run(quick=args.quick)
-    print(render(report))
+    if args.callgrind:
+        report = run_callgrind()
+        print(render_callgrind(report))
+    else:
+        report = run(quick=args.quick)
+        print(render(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
     return 0

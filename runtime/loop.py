@@ -44,6 +44,9 @@ from .tracing import TRACE
 from .transports import DatagramTransport, StreamTransport
 
 _READ_BUFFER_SIZE = 256 * 1024  # as asyncio's max_size: one read takes at most this much
+# COROSCOPE_TRACE as the process had it when the runtime was imported: looking it up in
+# os.environ on every Loop() cost 8,000 instructions, 4% of making, running and closing one.
+_TRACE_FROM_ENV = bool(os.environ.get("COROSCOPE_TRACE"))
 _MIN_SCHEDULED_TIMER_HANDLES = base_events._MIN_SCHEDULED_TIMER_HANDLES
 _MIN_CANCELLED_TIMER_HANDLES_FRACTION = base_events._MIN_CANCELLED_TIMER_HANDLES_FRACTION
 _MAXIMUM_SELECT_TIMEOUT = base_events.MAXIMUM_SELECT_TIMEOUT
@@ -120,14 +123,16 @@ class Loop(unix_events._UnixSelectorEventLoop):
         if selector is not None and hasattr(selector, "close"):
             selector.close()  # we own fds we were handed and will not use
         # fd -> socket or pipe file object the loop owns (see the module docstring). Weak: a
-        # transport collected without close() takes its socket with it, as in asyncio.
-        self._owned: weakref.WeakValueDictionary[int, object] = weakref.WeakValueDictionary()
+        # transport collected without close() takes its socket with it, as in asyncio. Made by
+        # the first _own: a loop that owns nothing (asyncio.run of a computation) does not pay
+        # for a WeakValueDictionary and its iteration at close.
+        self._owned: weakref.WeakValueDictionary[int, object] | None = None
         self._eventfd = -1  # the wakeup eventfd; -1 once closed
         self._wakeup_file = None  # FileIO over _eventfd, so other threads see it closed safely
         self._read_buffer = self._read_view = None  # see _receive_view
         # runtime.run() and new_event_loop() honour COROSCOPE_TRACE in a process the start-up
         # hook did not switch on (an interpreter without coroscope installed)
-        if not TRACE.on and os.environ.get("COROSCOPE_TRACE"):
+        if _TRACE_FROM_ENV and not TRACE.on:
             tracing.enable_from_env(loop_kind="runtime")
         if TRACE.on and (probe := tracing.writer()) is not None:
             probe.set_loop_kind("runtime")
@@ -225,16 +230,22 @@ class Loop(unix_events._UnixSelectorEventLoop):
 
     # -- fds the loop owns ------------------------------------------------------------------
     def _own(self, fd: int, obj, kind: str) -> None:
-        self._owned[fd] = obj
+        owned = self._owned
+        if owned is None:
+            owned = self._owned = weakref.WeakValueDictionary()
+        owned[fd] = obj
         if TRACE.on:
             TRACE.fd_open(fd, kind)
 
     def _forget_fd(self, fd: int) -> None:
         """A transport closed its fd: it is no longer ours to close."""
-        if self._owned.pop(fd, None) is not None and TRACE.on:
+        owned = self._owned
+        if owned is not None and owned.pop(fd, None) is not None and TRACE.on:
             TRACE.fd_close(fd)
 
     def _close_owned(self) -> None:
+        if not self._owned:
+            return
         for fd, obj in list(self._owned.items()):
             try:
                 if obj.fileno() < 0:

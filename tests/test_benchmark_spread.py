@@ -80,3 +80,20 @@ def test_the_callgrind_table_gives_ratios_to_asyncio_and_uvloop_and_what_accel_b
         {"bench": "call_soon", "loop": "runtime-pure", "ir_per_op": 7200.0}]}
     line = render_callgrind(report).splitlines()[-1].split()
     assert line == ["call_soon", "9,000", "3,600", "3,000", "2.50x", "3.00x", "1.20x", "7,200", "2.00x"]
+
+
+def test_tracing_overhead_under_callgrind_is_per_request_and_its_verdict_follows_the_targets():
+    from benchmarks import tracing_overhead as to
+    lo, hi = to.CALLGRIND_REQUESTS
+    # 5,000,000 paid once, 40,000 a request; each run is a warm-up trial and a measured one
+    assert to.per_request(5_000_000 + 40_000 * 2 * lo, 5_000_000 + 40_000 * 2 * hi) == 40_000
+    with pytest.raises(ValueError):
+        to.per_request(2_000, 1_000)
+    report = to.callgrind_report({1: {"removed": 100.0, "off": 100.5, "on": 104.0},
+                                  50: {"removed": 100.0, "off": 100.5, "on": 104.0}})
+    assert report["off_within_target"] and not report["on_within_target"]  # 3.8% > 3% at 50
+    assert to.callgrind_report({1: {"removed": 100.0, "off": 101.5, "on": 101.5},
+                                50: {"removed": 100.0, "off": 100.0, "on": 101.0}})["off_within_target"] is False
+    text = to.render_callgrind(report)
+    assert " 1 on " in " ".join(text.split()) and "-3.8%" in text and "-0.5%" in text
+    assert "on within 5% (1 conn) / 3% (50): False" in text
