@@ -148,14 +148,19 @@ def callgrind_sizes() -> dict[str, int]:
 def run_one(bench: str, loop: str, n: int, repeat: int) -> dict:
     """One benchmark on one loop, here (called in the child process). Best of ``repeat``;
     the parent runs this in several rounds, interleaving the loops, and keeps the median."""
-    new_loop(loop).close()  # imports and first-use costs out of the measurement
+    warm = new_loop(loop)  # imports and first-use costs (of a loop, and of a task) out of the measurement
+    warm.run_until_complete(_noop())
+    warm.close()
     before = peak_rss_kib()
     best = None
     for _ in range(repeat):
         ops, seconds = _FUNCS[bench](loop, n)
         best = seconds if best is None else min(best, seconds)
+    # peak_kib: the process's peak RSS, as the servers' rows give theirs (a growth of a few KiB
+    # during the run is allocator noise, tens of KiB up or down from run to run; it is kept too)
+    after = peak_rss_kib()
     return {"bench": bench, "loop": loop, "n": n, "seconds": best, "per_s": n / best,
-            "peak_kib": max(0, peak_rss_kib() - before)}
+            "peak_kib": after, "growth_kib": max(0, after - before)}
 
 
 def _child_env(loop: str) -> dict:

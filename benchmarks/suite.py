@@ -258,8 +258,8 @@ def render(report: dict) -> str:
              "asyncio column: absolute (median of the rounds); runtime and the loop a user would pick "
              "instead: ratio to asyncio, higher is better, median of per-round ratios and their "
              "lowest-highest; ~: inside the spread (the rounds disagree on the side of 1.00x); "
-             "mem rt/aio: runtime's peak over asyncio's; peak KiB: memory growth during the benchmark "
-             "(echo and http: server peak RSS)", ""]
+             "mem rt/aio: runtime's peak over asyncio's; peak KiB: peak RSS of the process that ran the benchmark "
+             "(echo and http: of the server)", ""]
     if "micro" in report:
         from benchmarks.micro import render as micro_render
         parts += [micro_render(report["micro"]), ""]

@@ -25,11 +25,13 @@ Targets (issue 19): off within 1% of removed; on within 5% at 1 connection and 3
 With the accelerator built, tracing on runs the C iteration (runtime._speedups.trace_iteration,
 chosen by runtime.accel): the iteration record and the plain callbacks outside any request in
 C, with sequence numbers from a C counter; the records of task steps and requests in the
-tracer's Python. Wall time here is noisy; instructions per request are not: under callgrind,
-(instructions of a run of 2 x 3000 requests - those of 2 x 1000) / 4000, per build, gave
-removed / off / on 43,347 / 43,441 / 46,203 at 1 connection and 30,846 / 30,846 / 31,323 at
-50 (tracing's own cost, on - off: 2,762 and 477; 5,400 and 2,460 before the sequence counter,
-task-type cache and deque pop moved into C and the loop's reads were specialised).
+tracer's Python. Wall time here is noisy; instructions per request are not: ``--callgrind``
+runs each build under callgrind at 1000 and 3000 requests a trial (a warm-up trial and a
+measured one) and takes (instructions of the larger - the smaller) / 4000, the figure the
+verdict is best given on. 2026-12-06, CPython 3.11.7: removed / off / on 36,080 / 36,071 /
+37,105 at 1 connection (off +0.0%, on -2.8%) and 25,333 / 25,269 / 25,883 at 50 (+0.3%, -2.1%);
+before the loop's attributes stopped living in a materialised dict (see runtime/loop.py's
+``_receive_view``) 43,347 / 43,441 / 46,203 and 30,846 / 30,846 / 31,323.
 """
 from __future__ import annotations
 
