@@ -32,6 +32,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks import procs
+
 ROOT = Path(__file__).resolve().parent.parent
 LOOPS = ("runtime", "asyncio", "uvloop")
 BENCHMARKS = ("spawn_await", "call_soon", "start_stop", "timers")
@@ -174,15 +176,12 @@ def _child_env(loop: str) -> dict:
 
 def callgrind_instructions(bench: str, loop: str, n: int) -> int | None:
     """Instructions callgrind counts for a fresh interpreter running ``bench`` once at ``n``."""
-    proc = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-                           sys.executable, "-m", "benchmarks.micro", "--one", bench, loop, str(n), "1"],
-                          capture_output=True, text=True, env=_child_env(loop), cwd=ROOT, timeout=900)
-    if proc.returncode != 0:
+    try:
+        return procs.callgrind_instructions(
+            [sys.executable, "-m", "benchmarks.micro", "--one", bench, loop, str(n), "1"],
+            env=_child_env(loop), cwd=ROOT)
+    except RuntimeError:
         return None
-    for line in proc.stderr.splitlines():
-        if "Collected :" in line:
-            return int(line.rsplit(":", 1)[1].strip())
-    return None
 
 
 def instructions_per_op(ir_n: int, ir_2n: int, n: int) -> float:

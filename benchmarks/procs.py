@@ -23,6 +23,19 @@ def kill_if_running(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+def callgrind_instructions(argv: list[str], env: dict | None = None, cwd=None,
+                           timeout: float = 900) -> int:
+    """Instructions callgrind counts for a run of ``argv`` (its "Collected" line); RuntimeError
+    with the run's last line of stderr when it fails."""
+    proc = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv],
+                          capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
+    for line in proc.stderr.splitlines():
+        if proc.returncode == 0 and "Collected :" in line:
+            return int(line.rsplit(":", 1)[1].strip())
+    raise RuntimeError(f"callgrind run of {' '.join(argv[-3:])} failed: "
+                       f"{proc.stderr.strip().splitlines()[-1:]}")
+
+
 def two_cores() -> tuple[int, int] | None:
     """Two cores to pin on (the measured process's, its load's or observer's), or None when
     this process may run on fewer."""

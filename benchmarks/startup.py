@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.procs import callgrind_instructions
+
 ROOT = Path(__file__).resolve().parents[1]
 PTH = ROOT / "diag" / "bootstrap" / "coroscope-startup.pth"
 
@@ -52,16 +54,14 @@ def time_start(python: Path, env: dict, program: str = "pass") -> float:
 
 
 def instructions(python: Path, env: dict, program: str) -> int | None:
-    """Instructions of one start under callgrind, or None without valgrind."""
-    import re
+    """Instructions of one start under callgrind, or None without valgrind (or if it failed)."""
     import shutil
     if shutil.which("valgrind") is None:
         return None
-    with tempfile.TemporaryDirectory(prefix="coroscope-cg-") as tmp:
-        out = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/cg",
-                              str(python), "-c", program], env=env, capture_output=True, text=True)
-    m = re.search(r"Collected : (\d+)", out.stderr)
-    return int(m.group(1)) if m else None
+    try:
+        return callgrind_instructions([str(python), "-c", program], env=env)
+    except RuntimeError:
+        return None
 
 
 def bootstrap_ratio(with_hook: list[float], without: list[float], draws: int = 2000,

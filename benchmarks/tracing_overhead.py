@@ -47,7 +47,8 @@ import sys
 from pathlib import Path
 
 from benchmarks.echo_client import Pinger, connect
-from benchmarks.procs import kill_if_running, stop_server
+from benchmarks.micro import instructions_per_op
+from benchmarks.procs import callgrind_instructions as callgrind_count, kill_if_running, stop_server
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILDS = ("removed", "off", "on")
@@ -196,9 +197,16 @@ def inproc(build: str, conns: int, requests: int, trials: int) -> None:
     print(" ".join(f"{x:.4f}" for x in runtime.run(main())), flush=True)
 
 
-def measure_inproc(build: str, conns: int, requests: int, trials: int) -> list[float]:
+def _child_env() -> dict:
+    """This process's environment for the benchmark's children: the checkout importable, tracing
+    left to the build (an inherited COROSCOPE_TRACE would switch it on in every build)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     env.pop("COROSCOPE_TRACE", None)
+    return env
+
+
+def measure_inproc(build: str, conns: int, requests: int, trials: int) -> list[float]:
+    env = _child_env()
     out = subprocess.run([sys.executable, "-m", "benchmarks.tracing_overhead", "--inproc",
                           f"{build},{conns},{requests},{trials}"], env=env, cwd=ROOT,
                          capture_output=True, text=True, timeout=300)
@@ -213,26 +221,15 @@ CALLGRIND_REQUESTS = (1000, 3000)      # per trial; a run is a warm-up trial and
 
 def callgrind_instructions(build: str, conns: int, requests: int) -> int:
     """Instructions callgrind counts for a fresh interpreter running ``inproc`` once."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    env.pop("COROSCOPE_TRACE", None)
-    proc = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-                           sys.executable, "-m", "benchmarks.tracing_overhead", "--inproc",
-                           f"{build},{conns},{requests},1"],
-                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
-    for line in proc.stderr.splitlines():
-        if proc.returncode == 0 and "Collected :" in line:
-            return int(line.rsplit(":", 1)[1].strip())
-    raise RuntimeError(f"callgrind run of {build} at {conns} connections failed: "
-                       f"{proc.stderr.strip().splitlines()[-1:]}")
+    return callgrind_count([sys.executable, "-m", "benchmarks.tracing_overhead", "--inproc",
+                            f"{build},{conns},{requests},1"], env=_child_env(), cwd=ROOT)
 
 
 def per_request(small: int, large: int) -> float:
     """One request's instructions from the two runs: start-up and the connections cancel out
     (each run is 2 x its trial's requests: the warm-up and the measured trial)."""
     lo, hi = CALLGRIND_REQUESTS
-    if large < small:
-        raise ValueError(f"the larger run counted fewer instructions ({large}) than the smaller ({small})")
-    return (large - small) / (2 * (hi - lo))
+    return instructions_per_op(small, large, 2 * (hi - lo))
 
 
 def run_callgrind() -> dict:
@@ -278,8 +275,7 @@ def render_callgrind(report: dict) -> str:
 
 # ---------------------------------------------------------------------------- measuring
 def measure(build: str, conns: int, warmup: float, seconds: float) -> dict:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    env.pop("COROSCOPE_TRACE", None)
+    env = _child_env()
     me = [sys.executable, "-m", "benchmarks.tracing_overhead"]
     server = subprocess.Popen(me + ["--serve", build], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               text=True, env=env, cwd=ROOT)

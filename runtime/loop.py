@@ -30,7 +30,6 @@ it and ``TRACE.fd_close`` when it closes it.
 from __future__ import annotations
 
 import contextvars
-import functools
 import heapq
 import os
 import socket
