@@ -300,7 +300,7 @@ def runtime_accel_reason() -> str:
 
 
 SEQUENCE_PROGRAM = r'''
-import json, time
+import json
 import runtime.accel as accel
 from runtime import probefile as pf
 seq = accel.sequence_counter(5)
