@@ -208,11 +208,12 @@ def instrument(loop) -> bool:
         loop.set_task_factory = set_task_factory
         get_factory = loop.get_task_factory
         loop.get_task_factory = lambda: getattr(get_factory(), "wrapped_factory", None)
-    w = tracing.writer()
-    if w is not None:
-        w.set_loop_kind("uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio")
     if isinstance(loop, asyncio.BaseEventLoop):
-        _hook_asyncio_loop(loop)
+        _hook_asyncio_loop(loop)          # names itself in the header when it starts running
+    elif (w := tracing.writer()) is not None:
+        # uvloop's compiled loop takes no instance hooks: it is named when made, which is as
+        # good, for nothing makes a uvloop loop it will not run
+        w.set_loop_kind("uvloop" if type(loop).__module__.startswith("uvloop") else type(loop).__name__)
     return True
 
 
@@ -233,6 +234,17 @@ def _hook_asyncio_loop(loop) -> None:
                     TRACE.io_ready(key.fd, (1 if mask & 1 else 0) | (4 if mask & 2 else 0))
             return events
         selector.select = timed_select
+
+    run_forever = loop.run_forever
+
+    def naming_run_forever():
+        # the header names the loop that runs, whatever COROSCOPE_LOOP asked for: a server
+        # that makes its own loop (uvicorn --loop asyncio: asyncio.Runner(loop_factory=
+        # SelectorEventLoop)) runs this one and no other
+        if (w := tracing.writer()) is not None:
+            w.set_loop_kind("asyncio")
+        return run_forever()
+    loop.run_forever = naming_run_forever
 
     run_once = loop._run_once
 
@@ -291,6 +303,15 @@ def _hook_asyncio_loop(loop) -> None:
 _installed = False
 
 
+def _instrumenting_init(init):
+    def __init__(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        if TRACE.on:
+            instrument(self)
+    __init__.__wrapped__ = init
+    return __init__
+
+
 def _instrumenting(new_loop):
     def wrapper(*args, **kwargs):
         loop = new_loop(*args, **kwargs)
@@ -302,15 +323,19 @@ def _instrumenting(new_loop):
 
 
 def install(loop_kind: str = "asyncio") -> str:
-    """Turn tracing on and instrument every asyncio/uvloop loop created from now on (through
-    any event loop policy, and ``uvloop.run``). Returns the probe file path."""
+    """Turn tracing on and instrument every asyncio/uvloop loop made from now on, however it
+    is made: through an event loop policy, ``asyncio.run``/``Runner(loop_factory=...)``,
+    ``SelectorEventLoop()`` called directly (uvicorn), ``uvloop.new_event_loop`` or
+    ``uvloop.run``. Returns the probe file path."""
     global _installed
     path = tracing.enable(loop_kind=loop_kind)
     if _installed:
         return path
     _installed = True
-    policy_cls = asyncio.events.BaseDefaultEventLoopPolicy
-    policy_cls.new_event_loop = _instrumenting(policy_cls.new_event_loop)
+    # every unix asyncio loop is made by this __init__ (the runtime's too: instrument() leaves
+    # it alone), so no way of making one escapes; it runs once per loop, never on a hot path
+    selector_loop = asyncio.selector_events.BaseSelectorEventLoop
+    selector_loop.__init__ = _instrumenting_init(selector_loop.__init__)
     try:
         import uvloop
     except ImportError:
@@ -326,11 +351,10 @@ def install(loop_kind: str = "asyncio") -> str:
 
 
 def install_from_env() -> str | None:
-    """Bootstrap hook: with COROSCOPE_TRACE=1 and COROSCOPE_LOOP asyncio, uvloop or unset,
-    instrument stock loops (the runtime's loop traces itself)."""
+    """Start-up hook: with COROSCOPE_TRACE=1, instrument stock loops, whatever COROSCOPE_LOOP
+    says: a program asked to run on the runtime may still make an asyncio loop itself
+    (uvicorn --loop asyncio), and the runtime's own loop, which traces itself, is left alone."""
     if os.environ.get("COROSCOPE_TRACE", "").strip().lower() not in ("1", "true", "yes", "on"):
         return None
     kind = os.environ.get("COROSCOPE_LOOP", "").strip().lower() or "asyncio"
-    if kind not in ("asyncio", "uvloop"):
-        return None
-    return install(loop_kind=kind)
+    return install(loop_kind=kind if kind in ("asyncio", "uvloop", "runtime") else "asyncio")

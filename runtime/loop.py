@@ -133,9 +133,14 @@ class Loop(unix_events._UnixSelectorEventLoop):
         # hook did not switch on (an interpreter without coroscope installed)
         if _TRACE_FROM_ENV and not TRACE.on:
             tracing.enable_from_env(loop_kind="runtime")
+        super().__init__(EpollPoller())
+
+    def run_forever(self):
+        # the header names the loop that runs (diag.instrument's stock loops do the same), not
+        # the one COROSCOPE_LOOP asked for nor the last one made
         if TRACE.on and (probe := tracing.writer()) is not None:
             probe.set_loop_kind("runtime")
-        super().__init__(EpollPoller())
+        return super().run_forever()
 
     # One receive buffer shared by this loop's transports (reads are synchronous, and the
     # protocol receives a copy, so one suffices), made when the first transport asks for it: a

@@ -71,6 +71,21 @@ def test_the_header_names_the_loop_that_runs_not_the_one_asked_for():
     assert out.stdout.split() == ["runtime"]
 
 
+def test_a_loop_the_program_makes_itself_is_traced_and_named_whatever_was_asked_for():
+    # uvicorn --loop asyncio: asyncio.Runner with SelectorEventLoop as its factory, bypassing the
+    # policy COROSCOPE_LOOP=runtime installed
+    code = ("import asyncio, os\n"
+            "from diag import probe\n"
+            "async def main():\n"
+            "    with probe.attach(os.getpid()) as r:\n"
+            "        print(r.header.loop_kind, r.counters()['tasks_created'])\n"
+            "with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:\n"
+            "    runner.run(main())\n")
+    out = _run(code, {"COROSCOPE_TRACE": "1", "COROSCOPE_LOOP": "runtime"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["asyncio", "1"], out.stdout + out.stderr
+
+
 def test_runtime_run_honours_coroscope_trace_without_the_hook():
     # -S: no site, so no .pth is run; the checkout on PYTHONPATH, as a user without coroscope
     # installed in that interpreter would have it

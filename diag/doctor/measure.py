@@ -187,8 +187,8 @@ class TaskCounter:
 
     Where it cannot count, ``why_not`` says why in one line and every count is None: no probe
     file (the target was not started with COROSCOPE_TRACE=1, or tracing failed in it), or a
-    probe that has seen no task created at all (a stock loop made outside an event loop policy,
-    which ``diag.instrument`` cannot hook, publishes no task record).
+    probe that has seen no task created at all (a service that runs no asyncio loop, or one on
+    a loop ``diag.instrument`` does not hook: neither asyncio's selector loop nor uvloop).
     """
 
     def __init__(self, pid: int, wait: float = 5.0):
@@ -223,9 +223,9 @@ class TaskCounter:
             self.why_not = "the probe file has no tasks_alive counter (a layout this reader does not know)"
             return None
         if counters.get("tasks_created", 1) == 0:
-            self.why_not = ("the probe saw no task created: this loop's tasks are not traced "
-                            "(a stock loop made outside an event loop policy escapes "
-                            "diag.instrument), or the service runs none")
+            self.why_not = ("the probe saw no task created: the service runs none, or its loop "
+                            "is neither asyncio's selector loop nor uvloop, which "
+                            "diag.instrument hooks")
             return None
         return counters["tasks_alive"]
 

@@ -77,13 +77,21 @@ def test_blocking_on_the_runtime_is_seen_by_the_loop_itself(baseline_dir, tmp_pa
     assert "[probe]" in warning and "blocked the loop" in warning, warning
 
 
-# a stock loop made directly, not through an event loop policy: diag.instrument cannot hook it
-_UNHOOKED = """
+# a stock loop made directly, not through an event loop policy (as uvicorn --loop asyncio does)
+_DIRECT_LOOP = """
 import asyncio
 loop = asyncio.SelectorEventLoop()
 server = loop.run_until_complete(loop.create_server(asyncio.Protocol, "127.0.0.1", 0))
 print("listening on 127.0.0.1:%d" % server.sockets[0].getsockname()[1], flush=True)
 loop.run_forever()
+"""
+
+# a traced service that runs no asyncio at all: its probe is published and sees no task
+_NO_LOOP = """
+import socketserver
+server = socketserver.TCPServer(("127.0.0.1", 0), socketserver.BaseRequestHandler)
+print("listening on 127.0.0.1:%d" % server.server_address[1], flush=True)
+server.serve_forever()
 """
 
 
@@ -93,11 +101,23 @@ def test_tasks_not_countable_say_why():
         counter = TaskCounter(t.pid, wait=0.2)
         assert counter.alive() is None and counter.why_not.startswith("no probe file: ")
         assert "COROSCOPE_TRACE=1" in counter.why_not
-    with Target([sys.executable, "-c", _UNHOOKED], loop="asyncio", trace=True) as t:
+    with Target([sys.executable, "-c", _NO_LOOP], loop="asyncio", trace=True) as t:
         counter = TaskCounter(t.pid)
         try:
             assert counter.alive() is None
             assert counter.why_not.startswith("the probe saw no task created"), counter.why_not
+        finally:
+            counter.close()
+
+
+def test_a_loop_made_without_a_policy_is_counted():
+    """SelectorEventLoop() called directly is traced like any other: its one finished task
+    (run_until_complete's) is counted, and none is alive."""
+    with Target([sys.executable, "-c", _DIRECT_LOOP], loop="asyncio", trace=True) as t:
+        counter = TaskCounter(t.pid)
+        try:
+            assert counter.alive() == 0, counter.why_not
+            assert counter.reader.counters()["tasks_created"] >= 1
         finally:
             counter.close()
 

@@ -83,6 +83,25 @@ def test_a_streaming_response_is_one_request_for_its_whole_body(service):
     assert header_loop == "uvloop"
 
 
+@pytest.mark.parametrize("service, loop", [
+    # asked for the runtime, but uvicorn makes asyncio's loop itself (asyncio.Runner(loop_factory=
+    # SelectorEventLoop)): that loop runs, so the header says so, and its tasks are traced
+    (("uvicorn", "fastapi_items", {"COROSCOPE_LOOP": "runtime"}, ("--loop", "asyncio")), "asyncio"),
+    # uvicorn's custom loop factory puts it on the runtime
+    (("uvicorn", "fastapi_items", {}, ("--loop", "runtime:new_event_loop")), "runtime"),
+], indirect=["service"], ids=["asked-runtime-runs-asyncio", "loop-runtime-factory"])
+def test_the_header_names_the_loop_uvicorn_runs_not_the_one_asked_for(service, loop):
+    from diag import probe
+    assert service.get([f"/items/{i}" for i in range(ITEMS)]) == [200] * ITEMS
+    names = ended_request_names([service.pid], ITEMS)
+    assert names == {"GET /items/{n}": ITEMS}, names
+    with probe.attach(service.pid) as reader:
+        assert reader.header.loop_kind == loop
+        counters = reader.counters()
+    # the loop that runs is traced, not only the requests marked: every request ran in a task
+    assert counters["tasks_created"] >= ITEMS and counters["loop_iterations"] > 0, counters
+
+
 def sync(test):
     @functools.wraps(test)
     def wrapper(*args, **kwargs):

@@ -49,12 +49,14 @@ def command(server: str, port: int, app: str = "fastapi_items") -> list[str]:
 
 
 class Service:
-    def __init__(self, server: str, app: str = "fastapi_items", env: dict | None = None):
+    def __init__(self, server: str, app: str = "fastapi_items", env: dict | None = None,
+                 args: tuple[str, ...] = ()):
         self.server = server
         self.port = free_port()
-        self.cmd = command(server, self.port, app)
-        env = dict(os.environ, COROSCOPE_TRACE="1", **(env or {}))
+        self.cmd = command(server, self.port, app) + list(args)
+        extra, env = env or {}, dict(os.environ, COROSCOPE_TRACE="1")
         env.pop("COROSCOPE_LOOP", None)
+        env.update(extra)
         # a file, not a pipe (as for every command coroscope starts): under load the servers'
         # access logs (aiohttp's goes to stderr) would fill a pipe nobody reads and block the
         # server in write()
