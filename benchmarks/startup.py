@@ -33,14 +33,19 @@ ROOT = Path(__file__).resolve().parents[1]
 PTH = ROOT / "diag" / "bootstrap" / "coroscope-startup.pth"
 
 
-def make_env(where: Path, with_hook: bool) -> Path:
+# The least a .pth line that runs can cost: compiling one statement that does nothing. Counted
+# (instructions only) to show how much of the hook's cost any .pth hook would pay.
+FLOOR_LINE = "import posix\n"
+
+
+def make_env(where: Path, pth_line: str | None) -> Path:
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(where)], check=True)
     python = where / "bin" / "python"
     purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                              capture_output=True, text=True, check=True).stdout.strip()
     (Path(purelib) / "coroscope-checkout.pth").write_text(f"{ROOT}\n{sysconfig.get_paths()['purelib']}\n")
-    if with_hook:
-        (Path(purelib) / PTH.name).write_text(PTH.read_text())
+    if pth_line is not None:
+        (Path(purelib) / PTH.name).write_text(pth_line)
     return python
 
 
@@ -54,12 +59,14 @@ def time_start(python: Path, env: dict, program: str = "pass") -> float:
 
 
 def instructions(python: Path, env: dict, program: str) -> int | None:
-    """Instructions of one start under callgrind, or None without valgrind (or if it failed)."""
+    """Instructions of one start under callgrind, or None without valgrind (or if it failed).
+    The hash seed is fixed: with a random one the count moves by some 50 k from run to run
+    (dict probing), a tenth of what the hook costs."""
     import shutil
     if shutil.which("valgrind") is None:
         return None
     try:
-        return callgrind_instructions([str(python), "-c", program], env=env)
+        return callgrind_instructions([str(python), "-c", program], env={**env, "PYTHONHASHSEED": "0"})
     except RuntimeError:
         return None
 
@@ -84,8 +91,9 @@ def measure(runs: int) -> dict:
     env.pop("PYTHONPATH", None)
     results = {}
     with tempfile.TemporaryDirectory(prefix="coroscope-startup-") as tmp:
-        hooked = make_env(Path(tmp) / "with", True)
-        plain = make_env(Path(tmp) / "without", False)
+        hooked = make_env(Path(tmp) / "with", PTH.read_text())
+        plain = make_env(Path(tmp) / "without", None)
+        floor = make_env(Path(tmp) / "floor", FLOOR_LINE)
         for name, program in PROGRAMS.items():
             for python in (hooked, plain):          # warm the page cache and .pyc files
                 for _ in range(5):
@@ -105,6 +113,7 @@ def measure(runs: int) -> dict:
                 "ratio": point, "ratio_low": low, "ratio_high": high,
                 "within_noise": low <= 1.0 <= high,
                 "instructions_with_hook": ins_with, "instructions_without": ins_without,
+                "instructions_floor": instructions(floor, env, program),
             }
     return results
 
@@ -122,6 +131,9 @@ def render(results: dict) -> str:
             lines.append(f"  {'':<28} instructions {r['instructions_without'] / 1e6:.2f} M -> "
                          f"{r['instructions_with_hook'] / 1e6:.2f} M (+{extra / 1e3:.0f} k, "
                          f"{r['instructions_with_hook'] / r['instructions_without']:.4f}x)")
+            if r.get("instructions_floor"):
+                lines.append(f"  {'':<28} a .pth line that runs nothing ({FLOOR_LINE.strip()!r}): "
+                             f"+{(r['instructions_floor'] - r['instructions_without']) / 1e3:.0f} k")
     return "\n".join(lines)
 
 

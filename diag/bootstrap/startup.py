@@ -44,11 +44,14 @@ HOOKS = (
 
 # The line Python runs from the .pth file (it must start with "import" to be executed). Python
 # compiles it at every start, and compiling is most of what it costs, so it is the form with the
-# fewest nodes found (callgrind, benchmarks/startup.py: some 0.3 M instructions over a .pth line
-# that runs nothing; testing the four names one by one cost 0.2 M more). It scans the names of
-# the environment as the process got it (posix.environ: bytes, no encoding) for the prefix;
-# ``run()`` then looks at the four variables themselves, so another COROSCOPE_ name costs an
-# import and nothing else.
+# fewest nodes found (callgrind, benchmarks/startup.py: +0.53 M instructions on a bare start,
+# of which reading the file and compiling `import posix`, the least line that runs, is 0.27 M;
+# testing the four names one by one cost 0.2 M more, and ending with `import` of a module that
+# does the test, or a path line putting a `sitecustomize` on sys.path, no less: importing costs
+# what compiling does, and a system sitecustomize (Debian's) would shadow the latter). It scans
+# the names of the environment as the process got it (posix.environ: bytes, no encoding) for the
+# prefix; ``run()`` then looks at the four variables themselves, so another COROSCOPE_ name costs
+# an import and nothing else.
 PTH_LINE = ("import posix;b'COROSCOPE_'in b''.join(posix.environ)"
             "and __import__('diag.bootstrap.startup').bootstrap.startup.run()\n")
 
