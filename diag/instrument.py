@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import collections.abc
-import os
 import threading
 
 from runtime import probefile as pf
@@ -208,7 +207,6 @@ def instrument(loop) -> bool:
         loop.set_task_factory = set_task_factory
         get_factory = loop.get_task_factory
         loop.get_task_factory = lambda: getattr(get_factory(), "wrapped_factory", None)
-    if isinstance(loop, asyncio.BaseEventLoop):
         _hook_asyncio_loop(loop)          # names itself in the header when it starts running
     elif (w := tracing.writer()) is not None:
         # uvloop's compiled loop takes no instance hooks: it is named when made, which is as
@@ -354,7 +352,8 @@ def install_from_env() -> str | None:
     """Start-up hook: with COROSCOPE_TRACE=1, instrument stock loops, whatever COROSCOPE_LOOP
     says: a program asked to run on the runtime may still make an asyncio loop itself
     (uvicorn --loop asyncio), and the runtime's own loop, which traces itself, is left alone."""
-    if os.environ.get("COROSCOPE_TRACE", "").strip().lower() not in ("1", "true", "yes", "on"):
+    # the variables are read where tracing reads them (the ring's size included); install()
+    # then finds tracing on and only adds the hooks
+    if tracing.enable_from_env() is None:
         return None
-    kind = os.environ.get("COROSCOPE_LOOP", "").strip().lower() or "asyncio"
-    return install(loop_kind=kind if kind in ("asyncio", "uvloop", "runtime") else "asyncio")
+    return install()

@@ -17,12 +17,13 @@ compiling that line and one scan of the names: no import of coroscope (``benchma
     COROSCOPE_FDTRACK   where every fd was opened (diag.fds.fdtrack)
     COROSCOPE_SAMPLER   the in-process await sampler (diag.flame.sampler)
 
-The loop policy goes first because the tracer and the instrument look at it. A hook that fails
-says so in one line on stderr and the program runs on without it: a diagnosis tool must not stop
-the service it diagnoses. ``run()`` is idempotent, because a process can reach it twice: through
-the .pth and through ``diag/bootstrap/sitecustomize.py``, which coroscope still puts on the
-PYTHONPATH of targets it starts so that an interpreter without coroscope installed (another venv,
-the system Python with this checkout on its path) is switched on the same way.
+The loop policy goes first, so that the hooks after it and the program run with the loop asked
+for in place. A hook that fails says so in one line on stderr and the program runs on without
+it: a diagnosis tool must not stop the service it diagnoses. ``run()`` is idempotent, because a
+process can reach it twice: through the .pth and through ``diag/bootstrap/sitecustomize.py``,
+which coroscope still puts on the PYTHONPATH of targets it starts so that an interpreter without
+coroscope installed (another venv, the system Python with this checkout on its path) is switched
+on the same way.
 """
 from __future__ import annotations
 

@@ -54,9 +54,9 @@ class Service:
         self.server = server
         self.port = free_port()
         self.cmd = command(server, self.port, app) + list(args)
-        extra, env = env or {}, dict(os.environ, COROSCOPE_TRACE="1")
-        env.pop("COROSCOPE_LOOP", None)
-        env.update(extra)
+        inherited = dict(os.environ, COROSCOPE_TRACE="1")
+        inherited.pop("COROSCOPE_LOOP", None)        # the test's own env says which loop, if any
+        env = inherited | (env or {})
         # a file, not a pipe (as for every command coroscope starts): under load the servers'
         # access logs (aiohttp's goes to stderr) would fill a pipe nobody reads and block the
         # server in write()
